@@ -1,0 +1,268 @@
+"""Multi-task Soft Actor-Critic (MT-SAC).
+
+Soft Actor-Critic: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications"
+(arXiv:1812.05905). Multi-task variant as benchmarked in Meta-World (Yu et al. 2019, Sec. 5):
+one policy and twin critics conditioned on the one-hot task id, and one learned temperature per
+task ("disentangled alpha"), so that each task's entropy is tuned on its own samples.
+
+For a task-stratified batch (task k's rows are block k), with α_k = exp(log α_k):
+
+* soft Q target (Eq. 3 with the soft value of Eq. 3/4, clipped double Q):
+  ``y = r + γ (1 − d) (min_j Q̄_j(s', a') − α_k log π(a'|s'))``, ``a' ~ π(·|s')``,
+  where ``d`` is 1 only for true terminals (time-limit truncations bootstrap);
+* critic loss (Eq. 5), per task k: ``L_Q[k] = E_{(s,a)∈k} Σ_j ½ (Q_j(s, a) − y)²``;
+* actor loss (Eq. 7 with the reparameterization of Eq. 11), per task k:
+  ``L_π[k] = E_{s∈k} [α_k log π(ã|s) − min_j Q_j(s, ã)]``, ``ã = tanh(μ + σ ε)``;
+* temperature loss (Eq. 18), per task k, on log α_k as in the authors' implementation:
+  ``L_α[k] = −log α_k · E_{s∈k}[log π(ã|s) + H̄]``, with target entropy H̄ (default −|A|);
+* target networks: ``θ̄ ← τ θ + (1 − τ) θ̄`` after every critic step.
+
+The per-task vectors ``L_Q`` and ``L_π`` go to gradient combiners (``mtrl.optim``), ``mean``
+by default. ``L_α[k]`` depends only on ``log α_k``, so each temperature moves only with its
+own task's samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtrl.data.replay import Batch
+from mtrl.modules.policies import TanhGaussianActor, TwinQCritic
+from mtrl.optim.combiners import Combiner, MeanCombiner
+
+
+@dataclass
+class SACHyperparams:
+    gamma: float = 0.99
+    tau: float = 0.005
+    target_entropy: float = -4.0
+    grad_clip: float | None = None
+    max_q_value: float | None = None
+
+
+class MTSAC:
+    """Multi-task SAC. Receives built modules and optimizers; see the module docstring for the
+    equations. ``update`` returns detached 0-dim tensors (no host sync); call ``float()`` on them
+    when logging."""
+
+    def __init__(
+        self,
+        actor: TanhGaussianActor,
+        critic: TwinQCritic,
+        critic_target: TwinQCritic,
+        log_alpha: nn.Parameter,
+        actor_optim: torch.optim.Optimizer,
+        critic_optim: torch.optim.Optimizer,
+        alpha_optim: torch.optim.Optimizer,
+        hparams: SACHyperparams,
+        *,
+        actor_combiner: Combiner | None = None,
+        critic_combiner: Combiner | None = None,
+    ) -> None:
+        self.actor = actor
+        self.critic = critic
+        self.critic_target = critic_target
+        self.log_alpha = log_alpha
+        self.actor_optim = actor_optim
+        self.critic_optim = critic_optim
+        self.alpha_optim = alpha_optim
+        self.hp = hparams
+        self.actor_combiner = actor_combiner or MeanCombiner()
+        self.critic_combiner = critic_combiner or MeanCombiner()
+        self.num_tasks = log_alpha.shape[0]
+        self.device = log_alpha.device
+        self.critic_target.requires_grad_(False)
+        self._critic_params = list(critic.parameters())
+        self._target_params = list(critic_target.parameters())
+        self._actor_params = list(actor.parameters())
+        self._task_id_cache: tuple[bytes, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions in [-1, 1] for a batch of observations of the given tasks."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        tid = self._task_tensor(task_id)
+        if deterministic:
+            action = self.actor.deterministic(obs_t, tid)
+        else:
+            action, _ = self.actor.sample(obs_t, tid)
+        return action.cpu().numpy()
+
+    def _task_tensor(self, task_id: np.ndarray) -> torch.Tensor:
+        key = np.asarray(task_id, dtype=np.int64).tobytes()
+        if self._task_id_cache is None or self._task_id_cache[0] != key:
+            t = torch.as_tensor(np.asarray(task_id, dtype=np.int64), device=self.device)
+            self._task_id_cache = (key, t)
+        return self._task_id_cache[1]
+
+    # ------------------------------------------------------------------ learning
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-task critic loss and soft target (no parameter update): for tests and tools."""
+        alpha = self.log_alpha.detach().exp()
+        alpha_b = alpha.repeat_interleave(batch.per_task)
+        y = self._target(batch, alpha_b)
+        q = self._clip(self.critic(batch.obs, batch.action, batch.task_id))
+        return {"target": y, "q": q, "critic": self._per_task(0.5 * (q - y).pow(2).sum(0), batch)}
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step on critics, actor and temperatures from a stratified batch."""
+        if batch.num_tasks != self.num_tasks:
+            raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
+        alpha = self.log_alpha.detach().exp()  # the same α for critic and actor this step
+        alpha_b = alpha.repeat_interleave(batch.per_task)
+
+        # Critic (Eq. 5)
+        y = self._target(batch, alpha_b)
+        q = self._clip(self.critic(batch.obs, batch.action, batch.task_id))
+        critic_losses = self._per_task(0.5 * (q - y).pow(2).sum(0), batch)
+        self.critic_optim.zero_grad(set_to_none=True)
+        self.critic_combiner.backward(critic_losses, self._critic_params)
+        critic_gn = self._clip_grad(self._critic_params)
+        self.critic_optim.step()
+
+        # Actor (Eq. 7), through the freshly updated critic, whose weights stay fixed here.
+        self.critic.requires_grad_(False)
+        try:
+            action, log_prob = self.actor.sample(batch.obs, batch.task_id)
+            q_pi = self.critic(batch.obs, action, batch.task_id).min(0).values
+        finally:
+            self.critic.requires_grad_(True)
+        actor_losses = self._per_task(alpha_b * log_prob - q_pi, batch)
+        self.actor_optim.zero_grad(set_to_none=True)
+        self.actor_combiner.backward(actor_losses, self._actor_params)
+        actor_gn = self._clip_grad(self._actor_params)
+        self.actor_optim.step()
+
+        # Temperatures (Eq. 18), one per task.
+        mean_log_prob = self._per_task(log_prob.detach(), batch)
+        alpha_losses = -self.log_alpha * (mean_log_prob + self.hp.target_entropy)
+        self.alpha_optim.zero_grad(set_to_none=True)
+        alpha_losses.sum().backward()
+        self.alpha_optim.step()
+
+        # Polyak averaging of the target critics.
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.hp.tau)
+
+        metrics = {
+            "critic": critic_losses.detach().mean(),
+            "actor": actor_losses.detach().mean(),
+            "alpha": alpha_losses.detach().mean(),
+            "q_mean": q.detach().mean(),
+            "entropy": -mean_log_prob.mean(),
+        }
+        if critic_gn is not None:
+            metrics["critic_grad_norm"] = critic_gn
+        if actor_gn is not None:
+            metrics["actor_grad_norm"] = actor_gn
+        return metrics
+
+    def task_metrics(self) -> dict[str, torch.Tensor]:
+        """Per-task values to log by task name: ``alpha`` of shape [num_tasks]."""
+        return {"alpha": self.log_alpha.detach().exp()}
+
+    @torch.no_grad()
+    def _target(self, batch: Batch, alpha_b: torch.Tensor) -> torch.Tensor:
+        next_action, next_log_prob = self.actor.sample(batch.next_obs, batch.task_id)
+        q_next = self.critic_target(batch.next_obs, next_action, batch.task_id).min(0).values
+        soft_v = q_next - alpha_b * next_log_prob
+        y = batch.reward + self.hp.gamma * (1.0 - batch.terminated) * soft_v
+        return self._clip(y)
+
+    def _clip(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.hp.max_q_value
+        return x if m is None else x.clamp(-m, m)
+
+    def _per_task(self, per_sample: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return per_sample.view(batch.num_tasks, batch.per_task).mean(1)
+
+    def _clip_grad(self, params: list[torch.Tensor]) -> torch.Tensor | None:
+        if self.hp.grad_clip is None:
+            return None
+        return nn.utils.clip_grad_norm_(params, self.hp.grad_clip).detach()
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_optim": self.actor_optim.state_dict(),
+            "critic_optim": self.critic_optim.state_dict(),
+            "alpha_optim": self.alpha_optim.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        if state["log_alpha"].shape != self.log_alpha.shape:
+            raise ValueError(
+                f"log_alpha has shape {tuple(state['log_alpha'].shape)} in the checkpoint, "
+                f"{tuple(self.log_alpha.shape)} here (different number of tasks)"
+            )
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_optim.load_state_dict(state["actor_optim"])
+        self.critic_optim.load_state_dict(state["critic_optim"])
+        self.alpha_optim.load_state_dict(state["alpha_optim"])
+        self._task_id_cache = None
+
+    def train(self) -> None:
+        self.actor.train()
+        self.critic.train()
+
+    def eval(self) -> None:
+        self.actor.eval()
+        self.critic.eval()
+
+
+def build_mtsac(
+    *,
+    obs_dim: int,
+    action_dim: int,
+    num_tasks: int,
+    actor_hidden: list[int],
+    critic_hidden: list[int],
+    actor_lr: float,
+    critic_lr: float,
+    alpha_lr: float,
+    init_alpha: float,
+    hparams: SACHyperparams,
+    actor_combiner: Combiner | None = None,
+    critic_combiner: Combiner | None = None,
+    log_std_min: float = -20.0,
+    log_std_max: float = 2.0,
+    device: torch.device | str = "cpu",
+) -> MTSAC:
+    """Build the networks, target critics, temperatures and Adam optimizers of an MT-SAC agent."""
+    device = torch.device(device)
+    actor = TanhGaussianActor(
+        obs_dim, action_dim, num_tasks, actor_hidden,
+        log_std_min=log_std_min, log_std_max=log_std_max,
+    ).to(device)
+    critic = TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden).to(device)
+    critic_target = TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden).to(device)
+    critic_target.load_state_dict(critic.state_dict())
+    log_alpha = nn.Parameter(
+        torch.full((num_tasks,), float(np.log(init_alpha)), device=device)
+    )
+    return MTSAC(
+        actor,
+        critic,
+        critic_target,
+        log_alpha,
+        torch.optim.Adam(actor.parameters(), lr=actor_lr),
+        torch.optim.Adam(critic.parameters(), lr=critic_lr),
+        torch.optim.Adam([log_alpha], lr=alpha_lr),
+        hparams,
+        actor_combiner=actor_combiner,
+        critic_combiner=critic_combiner,
+    )

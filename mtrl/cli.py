@@ -1,0 +1,200 @@
+"""``mtrl train | eval | presets`` — thin: parse, validate, call the library.
+
+Any config field can be overridden after the preset: ``--agent.batch-size 640``,
+``--env.tasks reach-v3,push-v3``, ``--eval.every=0``. ``mtrl presets NAME`` prints every field of
+a preset with its value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mtrl import config as C
+from mtrl.config import ConfigError
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    pass
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from mtrl.presets import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="mtrl", description="Multi-task reinforcement learning: train, evaluate, presets."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets}")
+
+    t = sub.add_parser(
+        "train",
+        help="train a preset (or resume a run)",
+        description="Train PRESET into a run directory. Any config field can be overridden: "
+        "--agent.batch-size 640, --env.tasks reach-v3,push-v3 (see `mtrl presets PRESET`).",
+    )
+    t.add_argument("preset", nargs="?", help=f"one of: {', '.join(PRESETS)}")
+    t.add_argument("--seed", type=int, help="controls envs, goals, networks and evaluation")
+    t.add_argument("--total-steps", type=int, help="env steps summed over all envs")
+    t.add_argument("--run-dir", help="output directory (default runs/<preset>-s<seed>-<time>)")
+    t.add_argument("--device", help="auto | cpu | cuda")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--checkpoint", help="with --resume: resume from this checkpoint file")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a saved policy of a run directory")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", help="checkpoint file (default: the run's latest)")
+    e.add_argument("--episodes-per-task", type=int, help="default: the run's eval setting")
+    e.add_argument("--json", help="also write the results to this JSON file")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+    p = sub.add_parser("presets", help="list presets, or show one preset's full config")
+    p.add_argument("name", nargs="?")
+    return parser
+
+
+def parse_overrides(tokens: list[str]) -> list[tuple[str, str]]:
+    """``['--agent.lr', '1e-3', '--eval.every=0']`` → ``[('agent.lr', '1e-3'), ...]``."""
+    paths = C.field_paths()
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--"):
+            raise CLIError(f"unexpected argument {tok!r}; overrides look like --agent.lr 1e-3")
+        key = tok[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            path = key.replace("-", "_")
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            if paths.get(path) is bool and (nxt is None or nxt.startswith("--")):
+                value = "true"
+                i += 1
+            elif nxt is None:
+                raise CLIError(f"{tok} needs a value")
+            else:
+                value = nxt
+                i += 2
+        out.append((key, value))
+    return out
+
+
+def _apply_common(cfg: C.TrainConfig, args: argparse.Namespace, extra: list[str]) -> None:
+    for key, value in parse_overrides(extra):
+        C.set_override(cfg, key, value)
+    if args.seed is not None:
+        cfg.seed = args.seed
+    if args.total_steps is not None:
+        cfg.total_steps = args.total_steps
+    if args.device is not None:
+        cfg.device = args.device
+    if args.no_progress:
+        cfg.log.progress_bar = False
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from mtrl.presets import get_preset
+    from mtrl.runner import check_resume_compatible, load_run_config, train
+
+    if args.checkpoint and not args.resume:
+        raise CLIError("--checkpoint is only used together with --resume RUN_DIR")
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
+            raise CLIError("--run-dir and --resume name different directories; drop --run-dir")
+        saved = load_run_config(run_dir)
+        if args.preset:
+            cfg = get_preset(args.preset)
+            cfg.seed = saved.seed if args.seed is None else cfg.seed
+        else:
+            cfg = saved
+        _apply_common(cfg, args, extra)
+        cfg.run_dir = str(run_dir)
+        C.validate(cfg)
+        check_resume_compatible(saved, cfg, run_dir)
+        result = train(cfg, run_dir, resume=True,
+                       checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+    else:
+        if not args.preset:
+            raise CLIError("name a preset (see `mtrl presets`) or pass --resume RUN_DIR")
+        cfg = get_preset(args.preset)
+        _apply_common(cfg, args, extra)
+        if args.run_dir:
+            cfg.run_dir = args.run_dir
+        C.validate(cfg)
+        result = train(cfg, cfg.run_dir)
+    if result.final_eval is not None:
+        print(result.final_eval.table())
+    print(f"run directory: {result.run_dir}  (env steps {result.env_steps}, "
+          f"last checkpoint {result.last_checkpoint})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mtrl.evaluation import PROTOCOL, evaluate_run
+    from mtrl.logging import write_json
+
+    if args.device not in C.DEVICES:
+        raise ConfigError(f"--device={args.device!r} is not valid; allowed: {', '.join(C.DEVICES)}")
+    if args.episodes_per_task is not None and args.episodes_per_task <= 0:
+        raise ConfigError(f"--episodes-per-task={args.episodes_per_task} must be > 0")
+    ev = evaluate_run(
+        args.run_dir,
+        checkpoint=args.checkpoint,
+        episodes_per_task=args.episodes_per_task,
+        device=args.device,
+    )
+    print(f"run {ev.run_dir}, checkpoint {ev.checkpoint} (env step {ev.step})")
+    print(f"protocol: {PROTOCOL.format(n=ev.episodes_per_task)}")
+    print(ev.result.table())
+    if args.json:
+        write_json(Path(args.json), ev.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from mtrl.presets import DESCRIPTIONS, PRESETS, get_preset
+
+    if args.name:
+        print(C.dump_yaml(get_preset(args.name)), end="")
+        return 0
+    width = max(len(n) for n in PRESETS)
+    for name in PRESETS:
+        print(f"{name:<{width}}  {DESCRIPTIONS.get(name, '')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mtrl.checkpoint import CheckpointError
+    from mtrl.runner import NonFiniteLossError, ResumeError
+
+    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args, extra)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "presets":
+            return cmd_presets(args)
+        parser.print_help()
+        return EXIT_USAGE
+    except (ConfigError, CLIError, ResumeError) as e:
+        print(f"mtrl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CheckpointError, NonFiniteLossError) as e:
+        print(f"mtrl: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""Typed experiment configuration.
+
+Every knob of a run lives in one :class:`TrainConfig`. Configs are plain dataclasses so that
+they serialize to ``config.yaml`` and back, can be overridden field by field from the command
+line (``--agent.batch-size 640``) and are validated *before* any environment is built:
+:func:`validate` raises :class:`ConfigError` with a message naming the field, the value and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete")
+AGENT_NAMES = ("mtsac",)
+COMBINER_NAMES = ("mean",)
+DEVICES = ("auto", "cpu", "cuda")
+VECTOR_STRATEGIES = ("sync", "async")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the field and the allowed values."""
+
+
+@dataclass
+class EnvConfig:
+    name: str = "mt10"
+    """Benchmark: mt10 | mt25 | mt50 | metaworld (custom task list) | toy-reach | toy-reach-discrete."""
+    tasks: list[str] = field(default_factory=list)
+    """Meta-World v3 task names for name=metaworld (e.g. [reach-v3, push-v3]); empty otherwise."""
+    num_tasks: int = 4
+    """Number of goals/tasks of the toy envs (ignored by Meta-World)."""
+    envs_per_task: int = 1
+    """Parallel envs per task (Meta-World: exactly one env per task)."""
+    vector_strategy: str = "sync"
+    """sync | async vectorization of Meta-World (async uses one process per env)."""
+    max_episode_steps: int = 50
+    """Episode length of the toy envs. Meta-World episodes are always 500 steps."""
+
+
+@dataclass
+class AgentConfig:
+    """MT-SAC hyperparameters. Defaults follow the Meta-World+ MTSAC baseline (McLean et al.
+    2025, metaworld-algorithms): 400-400 MLPs, batch 1280, lr 3e-4, gamma 0.99, tau 0.005,
+    initial temperature 1.0, target entropy -|A|."""
+
+    name: str = "mtsac"
+    actor_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    critic_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    batch_size: int = 1280
+    """Total batch, stratified equally over tasks: must be a multiple of the number of tasks."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    init_alpha: float = 1.0
+    target_entropy: float | None = None
+    """Entropy target per task; None means -action_dim (continuous) as in Haarnoja et al. 2018."""
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+    grad_clip: float | None = None
+    """Clip each network's global gradient norm to this value; None disables clipping."""
+    max_q_value: float | None = None
+    """Clip Q targets and predictions to [-v, v] (Meta-World+ uses 5000); None disables."""
+    actor_combiner: str = "mean"
+    critic_combiner: str = "mean"
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 1_000_000
+    """Total transitions, split equally into one ring per task."""
+    save_with_checkpoint: bool = True
+    """Store the buffer next to the latest checkpoint so that a resumed run keeps its data."""
+
+
+@dataclass
+class EvalConfig:
+    every: int = 200_000
+    """Evaluate every this many env steps (0: only at the end of training)."""
+    episodes_per_task: int = 50
+    """Meta-World protocol: 50 episodes per task, one per goal."""
+    final: bool = True
+    """Evaluate once more when training ends."""
+
+
+@dataclass
+class LogConfig:
+    every: int = 5_000
+    """Write losses and throughput to TensorBoard every this many env steps."""
+    progress_bar: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 100_000
+    """Save a checkpoint every this many env steps (0: only at the end and on Ctrl-C)."""
+    keep_last: int = 3
+
+
+@dataclass
+class TrainConfig:
+    preset: str = ""
+    """Name of the preset this config came from (informational)."""
+    seed: int = 0
+    device: str = "auto"
+    total_steps: int = 20_000_000
+    """Environment steps summed over all envs (Meta-World+ convention)."""
+    warmup_steps: int = 40_000
+    """Env steps (summed over envs) of uniform random actions before the first update."""
+    updates_per_step: int = 1
+    """Gradient steps per vector-env step."""
+    run_dir: str | None = None
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Task names (known without building any environment)
+
+
+def metaworld_task_lists() -> dict[str, list[str]]:
+    """The MT10/MT25/MT50 task names in Meta-World's own order, and all v3 tasks."""
+    from metaworld import env_dict
+
+    return {
+        "mt10": list(env_dict.MT10_V3.keys()),
+        "mt25": list(env_dict.MT25_V3.keys()),
+        "mt50": list(env_dict.MT50_V3.keys()),
+        "all": list(env_dict.ALL_V3_ENVIRONMENTS.keys()),
+    }
+
+
+def task_names(env: EnvConfig) -> list[str]:
+    """Task names of an env config, in task-id order. Raises ConfigError on unknown names."""
+    if env.name in ("mt10", "mt25", "mt50"):
+        return metaworld_task_lists()[env.name]
+    if env.name == "metaworld":
+        return list(env.tasks)
+    if env.name in ("toy-reach", "toy-reach-discrete"):
+        return [f"goal-{k}" for k in range(env.num_tasks)]
+    raise ConfigError(_choice_msg("env.name", env.name, ENV_NAMES))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def _choice_msg(field_name: str, value: Any, allowed: typing.Iterable[Any]) -> str:
+    return f"{field_name}={value!r} is not valid; allowed: {', '.join(map(str, allowed))}"
+
+
+def _positive(path: str, value: Any, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{path}={value!r} must be {bound}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check every field of ``cfg``; raise ConfigError naming the first bad field."""
+    _validate_env(cfg.env)
+    names = task_names(cfg.env)
+    num_tasks = len(names)
+    num_envs = num_tasks * cfg.env.envs_per_task
+
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
+    if cfg.device not in DEVICES:
+        raise ConfigError(_choice_msg("device", cfg.device, DEVICES))
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "device='cuda' but CUDA is not available to this torch "
+                f"({torch.__version__}); allowed here: auto, cpu"
+            )
+    _positive("total_steps", cfg.total_steps)
+    _positive("warmup_steps", cfg.warmup_steps, allow_zero=True)
+    _positive("updates_per_step", cfg.updates_per_step)
+
+    a = cfg.agent
+    if a.name not in AGENT_NAMES:
+        raise ConfigError(_choice_msg("agent.name", a.name, AGENT_NAMES))
+    for path, sizes in (("agent.actor_hidden", a.actor_hidden),
+                        ("agent.critic_hidden", a.critic_hidden)):
+        if len(sizes) == 0 or any((not isinstance(s, int)) or s <= 0 for s in sizes):
+            raise ConfigError(f"{path}={sizes!r} must be a non-empty list of positive integers")
+    _positive("agent.batch_size", a.batch_size)
+    if a.batch_size % num_tasks != 0:
+        lo = max(num_tasks, a.batch_size // num_tasks * num_tasks)
+        raise ConfigError(
+            f"agent.batch_size={a.batch_size} must be divisible by the number of tasks "
+            f"({num_tasks} for env.name={cfg.env.name!r}) so that every task gets the same "
+            f"number of samples; e.g. {lo} or {lo + num_tasks}"
+        )
+    for path in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
+        _positive(f"agent.{path}", getattr(a, path))
+    if not 0.0 <= a.gamma < 1.0:
+        raise ConfigError(f"agent.gamma={a.gamma!r} must be in [0, 1)")
+    if not 0.0 < a.tau <= 1.0:
+        raise ConfigError(f"agent.tau={a.tau!r} must be in (0, 1]")
+    if a.log_std_min >= a.log_std_max:
+        raise ConfigError(
+            f"agent.log_std_min={a.log_std_min} must be < agent.log_std_max={a.log_std_max}"
+        )
+    if a.grad_clip is not None:
+        _positive("agent.grad_clip", a.grad_clip)
+    if a.max_q_value is not None:
+        _positive("agent.max_q_value", a.max_q_value)
+    for path in ("actor_combiner", "critic_combiner"):
+        if getattr(a, path) not in COMBINER_NAMES:
+            raise ConfigError(_choice_msg(f"agent.{path}", getattr(a, path), COMBINER_NAMES))
+    if cfg.env.name == "toy-reach-discrete":
+        raise ConfigError(
+            "env.name='toy-reach-discrete' has discrete actions, which agent.name='mtsac' "
+            "(continuous SAC) cannot drive; allowed for mtsac: "
+            + ", ".join(n for n in ENV_NAMES if n != "toy-reach-discrete")
+        )
+
+    _positive("replay.capacity", cfg.replay.capacity)
+    if cfg.replay.capacity < num_tasks:
+        raise ConfigError(
+            f"replay.capacity={cfg.replay.capacity} must hold at least one transition per task "
+            f"({num_tasks} tasks)"
+        )
+    _positive("eval.every", cfg.eval.every, allow_zero=True)
+    _positive("eval.episodes_per_task", cfg.eval.episodes_per_task)
+    _positive("log.every", cfg.log.every)
+    _positive("checkpoint.every", cfg.checkpoint.every, allow_zero=True)
+    _positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
+    if cfg.total_steps < num_envs:
+        raise ConfigError(
+            f"total_steps={cfg.total_steps} is less than one step of all {num_envs} envs"
+        )
+
+
+def _validate_env(env: EnvConfig) -> None:
+    if env.name not in ENV_NAMES:
+        raise ConfigError(_choice_msg("env.name", env.name, ENV_NAMES))
+    if env.vector_strategy not in VECTOR_STRATEGIES:
+        raise ConfigError(_choice_msg("env.vector_strategy", env.vector_strategy,
+                                      VECTOR_STRATEGIES))
+    _positive("env.envs_per_task", env.envs_per_task)
+    is_mw = env.name in ("mt10", "mt25", "mt50", "metaworld")
+    if is_mw:
+        if env.envs_per_task != 1:
+            raise ConfigError(
+                f"env.envs_per_task={env.envs_per_task} is not supported for Meta-World "
+                "(one env per task, as in the benchmark); allowed: 1"
+            )
+        valid = metaworld_task_lists()["all"]
+        if env.name == "metaworld":
+            if not env.tasks:
+                raise ConfigError(
+                    "env.tasks is empty; env.name='metaworld' needs a list of Meta-World v3 task "
+                    f"names, e.g. --env.tasks reach-v3,push-v3. Valid names: {', '.join(valid)}"
+                )
+            bad = [t for t in env.tasks if t not in valid]
+            if bad:
+                raise ConfigError(
+                    f"env.tasks contains unknown Meta-World task(s) {bad}; valid names: "
+                    + ", ".join(valid)
+                )
+            if len(set(env.tasks)) != len(env.tasks):
+                raise ConfigError(f"env.tasks={env.tasks} lists a task twice")
+        elif env.tasks:
+            raise ConfigError(
+                f"env.tasks={env.tasks} is only used with env.name='metaworld' (a custom task "
+                f"list); {env.name} has a fixed task set"
+            )
+    else:
+        if env.tasks:
+            raise ConfigError(f"env.tasks={env.tasks} is only used with env.name='metaworld'")
+        if env.num_tasks < 1:
+            raise ConfigError(f"env.num_tasks={env.num_tasks} must be >= 1")
+        _positive("env.max_episode_steps", env.max_episode_steps)
+
+
+# --------------------------------------------------------------------------------------------
+# (De)serialization and overrides
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build a (nested) config dataclass from a plain dict; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown field(s) {', '.join(prefix + u for u in unknown)}; "
+            f"allowed: {', '.join(prefix + f for f in fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, prefix=f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def field_paths(cls: type = TrainConfig, prefix: str = "") -> dict[str, Any]:
+    """Map every overridable dotted field path to its type."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(field_paths(tp, prefix=f"{prefix}{f.name}."))  # type: ignore[arg-type]
+        else:
+            out[f"{prefix}{f.name}"] = tp
+    return out
+
+
+def get_path(cfg: Any, path: str) -> Any:
+    obj = cfg
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_override(cfg: TrainConfig, path: str, raw: str) -> None:
+    """Apply a command-line override ``path=raw`` (path with '-' or '_'), parsing ``raw``
+    according to the field's type."""
+    path = path.replace("-", "_")
+    paths = field_paths()
+    if path not in paths:
+        raise ConfigError(
+            f"unknown config field '{path}'; overridable fields: {', '.join(sorted(paths))}"
+        )
+    value = parse_value(raw, paths[path], path)
+    *parents, leaf = path.split(".")
+    obj: Any = cfg
+    for p in parents:
+        obj = getattr(obj, p)
+    setattr(obj, leaf, value)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def parse_value(raw: str, tp: Any, path: str) -> Any:
+    """Parse a command-line string into a value of type ``tp``."""
+    optional, inner = _is_optional(tp)
+    if optional and raw.strip().lower() in ("none", "null", ""):
+        return None
+    origin = typing.get_origin(inner)
+    if origin is list:
+        (elem,) = typing.get_args(inner)
+        text = raw.strip().strip("[]")
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        return [parse_value(s, elem, path) for s in items]
+    try:
+        if inner is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if inner is int:
+            f = float(raw)
+            if not f.is_integer():
+                raise ValueError
+            return int(f)
+        if inner is float:
+            return float(raw)
+        if inner is str:
+            return raw
+    except ValueError:
+        kind = {bool: "true/false", int: "an integer", float: "a number"}.get(inner, str(inner))
+        raise ConfigError(f"{path}={raw!r} is not {kind}") from None
+    raise ConfigError(f"{path}: cannot parse values of type {tp}")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Type-check a value loaded from YAML against the field type."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{path} must not be null")
+    origin = typing.get_origin(inner)
+    if origin is list:
+        (elem,) = typing.get_args(inner)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}={value!r} must be a list")
+        return [_coerce(v, elem, path) for v in value]
+    if inner is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if inner is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if inner in (int, str, bool) and not (
+        isinstance(value, inner) and not (inner is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{path}={value!r} must be of type {inner.__name__}")
+    return value
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def load_yaml(text: str) -> TrainConfig:
+    import yaml
+
+    return from_dict(TrainConfig, yaml.safe_load(text))
+
+
+# Fields that may differ between a run and its resumption: they do not change the learned
+# state's shape or meaning.
+RESUMABLE_FIELDS = (
+    "total_steps",
+    "device",
+    "run_dir",
+    "eval.every",
+    "eval.episodes_per_task",
+    "eval.final",
+    "log.every",
+    "log.progress_bar",
+    "checkpoint.every",
+    "checkpoint.keep_last",
+    "replay.save_with_checkpoint",
+)
+
+
+def diff(a: TrainConfig, b: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields whose values differ between two configs: {path: (a_value, b_value)}."""
+    out = {}
+    for path in field_paths():
+        va, vb = get_path(a, path), get_path(b, path)
+        if va != vb:
+            out[path] = (va, vb)
+    return out

@@ -1,0 +1,40 @@
+"""Every environment becomes a :class:`MultiTaskVectorEnv`; :func:`make_env` builds one from
+an :class:`~mtrl.config.EnvConfig`."""
+
+from __future__ import annotations
+
+from mtrl.config import EnvConfig
+from mtrl.envs.base import MultiTaskVectorEnv
+
+__all__ = ["MultiTaskVectorEnv", "make_env"]
+
+
+def make_env(cfg: EnvConfig, *, seed: int, evaluation: bool = False) -> MultiTaskVectorEnv:
+    """Build the training (``evaluation=False``) or evaluation env of a config.
+
+    Evaluation envs have autoreset disabled and end episodes at the first success, so that the
+    evaluator can run a fixed number of episodes per task, one per goal.
+    """
+    if cfg.name in ("toy-reach", "toy-reach-discrete"):
+        from mtrl.envs.toy import make_toy_env
+
+        env = make_toy_env(
+            cfg.num_tasks,
+            envs_per_task=1 if evaluation else cfg.envs_per_task,
+            discrete=cfg.name == "toy-reach-discrete",
+            max_episode_steps=cfg.max_episode_steps,
+            seed=seed,
+            evaluation=evaluation,
+        )
+        if evaluation:
+            env.set_terminate_on_success(True)
+        return env
+    from mtrl.envs.metaworld import make_metaworld_env
+
+    return make_metaworld_env(
+        cfg.name,
+        cfg.tasks,
+        seed=seed,
+        vector_strategy=cfg.vector_strategy,
+        evaluation=evaluation,
+    )

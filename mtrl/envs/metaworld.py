@@ -1,0 +1,161 @@
+"""Meta-World v3 multi-task benchmarks (MT10, MT25, MT50, custom task lists).
+
+Built with Meta-World's own constructors so that tasks, goals and rewards are exactly the
+benchmark's: ``gym.make_vec("Meta-World/MT10", ...)`` for the standard sets and
+``metaworld.make_mt_envs(task)`` per task for custom lists. Settings that make numbers
+comparable are fixed and recorded: reward function v2, 500-step episodes, 50 goals per task
+generated from the seed, no one-hot in the observation (the task id travels separately).
+
+The seed passed here generates the 50 goals of every task; the same seed gives the same goals,
+so evaluation envs are built with the training seed (training and evaluation share goals, as in
+the multi-task benchmark).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from mtrl.envs.base import MultiTaskVectorEnv
+
+EPISODE_LENGTH = 500
+GOALS_PER_TASK = 50
+REWARD_VERSION = "v2"
+_STANDARD = {"mt10": "MT10", "mt25": "MT25", "mt50": "MT50"}
+
+
+def _quiet_gymnasium() -> None:
+    # Meta-World's observation space has low == high on the goal dims; gymnasium's checker
+    # warns about it on every step. We never normalize by the space bounds.
+    warnings.filterwarnings("ignore", module=r"gymnasium\..*")
+
+
+class MetaWorldMultiTaskEnv(MultiTaskVectorEnv):
+    """MultiTaskVectorEnv over a Meta-World vector env (one sub-env per task)."""
+
+    def set_goals(self, goal_index: np.ndarray, mask: np.ndarray) -> None:
+        inner = self.env
+        if not isinstance(inner, gym.vector.SyncVectorEnv):
+            raise RuntimeError("fixing goals per episode needs a sync vector env")
+        for i in np.flatnonzero(mask):
+            sub = inner.envs[i]
+            tasks = sub.get_wrapper_attr("tasks")
+            sub.unwrapped.set_task(tasks[int(goal_index[i]) % len(tasks)])
+
+    def set_terminate_on_success(self, flag: bool) -> None:
+        self.env.call("toggle_terminate_on_success", bool(flag))
+
+    def state_dict(self) -> dict[str, Any]:
+        # Only random-generator states: restoring Meta-World's serialized tasks would unpickle
+        # data from the checkpoint. Tasks are regenerated from the seed instead.
+        rng = []
+        for _env_id, ckpt in self.env.call("get_checkpoint"):
+            rng.append({"env_rng_state": ckpt["env_rng_state"], "rng_state": ckpt["rng_state"]})
+        return {**super().state_dict(), "rng": rng}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        current = self.env.call("get_checkpoint")
+        if len(current) != len(state["rng"]):
+            raise ValueError("env state has a different number of sub-envs")
+        merged = []
+        for (env_id, ckpt), saved in zip(current, state["rng"], strict=True):
+            ckpt = dict(ckpt)
+            ckpt["env_rng_state"] = saved["env_rng_state"]
+            ckpt["rng_state"] = saved["rng_state"]
+            merged.append((env_id, ckpt))
+        self.env.call("load_checkpoint", merged)
+        # Episodes in progress cannot be restored (the physics state is not checkpointed):
+        # the caller resets, which starts new episodes on the restored random streams.
+
+
+def make_metaworld_env(
+    name: str,
+    tasks: list[str] | None = None,
+    *,
+    seed: int,
+    vector_strategy: str = "sync",
+    evaluation: bool = False,
+) -> MetaWorldMultiTaskEnv:
+    """Build MT10/MT25/MT50 (``name`` = mt10|mt25|mt50) or a custom list (``name`` = metaworld).
+
+    ``evaluation=True`` builds a sync env with autoreset disabled and terminate-on-success on,
+    so that the evaluator can run one episode per goal (the Meta-World protocol).
+    """
+    import metaworld  # noqa: F401  (registers the Meta-World/* ids)
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    _quiet_gymnasium()
+    if evaluation:
+        vector_strategy = "sync"
+    mode = gym.vector.AutoresetMode.DISABLED if evaluation else gym.vector.AutoresetMode.SAME_STEP
+    common = {"reward_function_version": REWARD_VERSION, "max_episode_steps": EPISODE_LENGTH}
+
+    if name in _STANDARD:
+        env = gym.make_vec(
+            f"Meta-World/{_STANDARD[name]}",
+            vector_strategy=vector_strategy,
+            seed=seed,
+            use_one_hot=False,
+            autoreset_mode=mode,
+            **common,
+        )
+        cls_to_name = {v.__name__: k for k, v in ALL_V3_ENVIRONMENTS.items()}
+        names = [cls_to_name[c] for c in env.get_attr("task_name")]
+        bench = _STANDARD[name]
+    elif name == "metaworld":
+        if not tasks:
+            raise ValueError("a custom Meta-World env needs a task list")
+        names = list(tasks)
+        fns = [
+            functools.partial(
+                metaworld.make_mt_envs,
+                task,
+                seed=seed + idx,
+                num_tasks=len(names),
+                env_id=idx,
+                use_one_hot=False,
+                **common,
+            )
+            for idx, task in enumerate(names)
+        ]
+        vec_cls = gym.vector.SyncVectorEnv if vector_strategy == "sync" else gym.vector.AsyncVectorEnv
+        env = vec_cls(fns, autoreset_mode=mode)
+        bench = "custom"
+    else:
+        raise ValueError(f"unknown Meta-World benchmark {name!r}")
+
+    mw_env = MetaWorldMultiTaskEnv(
+        env,
+        names,
+        np.arange(len(names)),
+        max_episode_steps=EPISODE_LENGTH,
+        goals_per_task=GOALS_PER_TASK,
+        benchmark={
+            "name": bench,
+            "tasks": names,
+            "metaworld_version": _version("metaworld"),
+            "mujoco_version": _version("mujoco"),
+            "reward_function_version": REWARD_VERSION,
+            "episode_length": EPISODE_LENGTH,
+            "goals_per_task": GOALS_PER_TASK,
+            "success": "info['success'] == 1 at any step of the episode",
+        },
+    )
+    if evaluation:
+        env.call("toggle_sample_tasks_on_reset", False)
+        mw_env.set_terminate_on_success(True)
+    return mw_env
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "not installed"

@@ -1,0 +1,188 @@
+"""The evaluation protocol.
+
+* the deterministic policy (the mean action, squashed);
+* ``N`` episodes per task; on Meta-World ``N = 50``, one per goal: episode ``j`` of a task uses
+  goal ``j mod 50`` of the goals generated from the run's seed;
+* an episode succeeds if the success flag is 1 at *any* of its steps (episodes end at the first
+  success, as in ``metaworld.evaluation``; Meta-World episodes are otherwise 500 steps);
+* reported: per-task success rate and mean return, and their means over tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from mtrl.envs.base import MultiTaskVectorEnv
+
+PROTOCOL = (
+    "deterministic policy; {n} episodes per task (one per goal, goals cycled); an episode "
+    "succeeds if success==1 at any step (episodes end at the first success); success rate and "
+    "mean return per task, then the mean over tasks"
+)
+
+
+class Actor(Protocol):
+    def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        ...
+
+
+@dataclass
+class EvalResult:
+    task_names: list[str]
+    success: dict[str, float]
+    returns: dict[str, float]
+    episodes: dict[str, int]
+    episode_success: dict[str, list[bool]] = field(default_factory=dict)
+    episode_return: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def success_mean(self) -> float:
+        return float(np.mean([self.success[t] for t in self.task_names]))
+
+    @property
+    def return_mean(self) -> float:
+        return float(np.mean([self.returns[t] for t in self.task_names]))
+
+    def tasks_dict(self) -> dict[str, dict[str, Any]]:
+        return {
+            t: {"success": self.success[t], "return": self.returns[t], "episodes": self.episodes[t]}
+            for t in self.task_names
+        }
+
+    def table(self) -> str:
+        width = max(12, *(len(t) for t in self.task_names))
+        lines = [f"{'task':<{width}}  {'success':>8}  {'return':>10}  {'episodes':>8}"]
+        lines.append("-" * len(lines[0]))
+        for t in self.task_names:
+            lines.append(
+                f"{t:<{width}}  {self.success[t]:>8.3f}  {self.returns[t]:>10.2f}  "
+                f"{self.episodes[t]:>8d}"
+            )
+        lines.append("-" * len(lines[0]))
+        lines.append(f"{'mean':<{width}}  {self.success_mean:>8.3f}  {self.return_mean:>10.2f}")
+        return "\n".join(lines)
+
+
+def evaluate(
+    agent: Actor, env: MultiTaskVectorEnv, episodes_per_task: int, *, seed: int = 0
+) -> EvalResult:
+    """Run the protocol above on an evaluation env (autoreset disabled, one env per task)."""
+    if len(np.unique(env.task_ids)) != env.num_envs:
+        raise ValueError("the evaluation env must have exactly one sub-env per task")
+    n = env.num_envs
+    task_ids = env.task_ids
+    goals = max(1, env.goals_per_task)
+    succ: list[list[bool]] = [[] for _ in range(n)]
+    rets: list[list[float]] = [[] for _ in range(n)]
+    count = np.zeros(n, dtype=np.int64)
+    all_envs = np.ones(n, dtype=bool)
+
+    env.set_goals(count % goals, all_envs)
+    obs, _ = env.reset(seed=seed)
+    while (count < episodes_per_task).any():
+        action = agent.act(obs, task_ids, deterministic=True)
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated | truncated
+        if not done.any():
+            continue
+        ep = info["episode"]
+        for i in np.flatnonzero(done):
+            if count[i] < episodes_per_task:
+                succ[i].append(bool(ep["success"][i]))
+                rets[i].append(float(ep["return"][i]))
+                count[i] += 1
+        # Finished envs restart on their next goal; envs already done keep running harmlessly
+        # so that the vector env can step in lockstep.
+        env.set_goals(count % goals, done)
+        obs, _ = env.reset(options={"reset_mask": done})
+
+    names = [env.task_names[k] for k in task_ids]
+    return EvalResult(
+        task_names=list(env.task_names),
+        success={names[i]: float(np.mean(succ[i])) for i in range(n)},
+        returns={names[i]: float(np.mean(rets[i])) for i in range(n)},
+        episodes={names[i]: len(succ[i]) for i in range(n)},
+        episode_success={names[i]: succ[i] for i in range(n)},
+        episode_return={names[i]: rets[i] for i in range(n)},
+    )
+
+
+@dataclass
+class RunEvaluation:
+    result: EvalResult
+    run_dir: str
+    checkpoint: str | None
+    step: int
+    episodes_per_task: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_dir": self.run_dir,
+            "checkpoint": self.checkpoint,
+            "step": self.step,
+            "episodes_per_task": self.episodes_per_task,
+            "success_mean": self.result.success_mean,
+            "return_mean": self.result.return_mean,
+            "tasks": self.result.tasks_dict(),
+            "protocol": PROTOCOL.format(n=self.episodes_per_task),
+        }
+
+
+def evaluate_run(
+    run_dir: str,
+    *,
+    checkpoint: str | None = None,
+    episodes_per_task: int | None = None,
+    device: str = "auto",
+) -> RunEvaluation:
+    """Evaluate a saved policy of a run directory (latest checkpoint unless one is given)."""
+    from pathlib import Path
+
+    from mtrl import config as C
+    from mtrl.agents import build_agent
+    from mtrl.checkpoint import CheckpointManager, load_file
+    from mtrl.envs import make_env
+    from mtrl.runner import ResumeError, load_run_config, resolve_device
+    from mtrl.seeding import derive_seed, seed_everything
+
+    cfg = load_run_config(Path(run_dir))
+    C.validate(cfg)
+    if checkpoint is None:
+        info = CheckpointManager(Path(run_dir) / "checkpoints").latest()
+        if info is None:
+            raise ResumeError(f"{run_dir} has no checkpoint to evaluate")
+        ckpt_path = info.path
+    else:
+        ckpt_path = Path(checkpoint)
+    n = episodes_per_task if episodes_per_task is not None else cfg.eval.episodes_per_task
+    if n <= 0:
+        raise C.ConfigError(f"episodes_per_task={n} must be > 0")
+    state = load_file(ckpt_path)
+    if list(state.get("task_names", [])) != C.task_names(cfg.env):
+        raise ResumeError(f"{ckpt_path} was trained on other tasks than {run_dir}/config.yaml")
+    dev = resolve_device(device)
+    seed_everything(cfg.seed)
+    env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
+    try:
+        agent = build_agent(
+            cfg.agent,
+            obs_dim=int(np.prod(env.single_observation_space.shape)),
+            action_dim=int(np.prod(env.single_action_space.shape)),
+            num_tasks=env.num_tasks,
+            device=dev,
+        )
+        agent.load_state_dict(state["agent"])
+        agent.eval()
+        result = evaluate(agent, env, n, seed=derive_seed(cfg.seed, "eval"))
+    finally:
+        env.close()
+    return RunEvaluation(
+        result=result,
+        run_dir=str(run_dir),
+        checkpoint=str(ckpt_path),
+        step=int(state["loop"]["env_steps"]),
+        episodes_per_task=n,
+    )

@@ -1,0 +1,92 @@
+"""Task-conditioned actor and critic networks for continuous control."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtrl.modules.mlp import EnsembleMLP, mlp
+from mtrl.modules.task_encoding import OneHotTaskEncoder
+
+_LOG_2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log π(tanh(u)) for u ~ N(mean, exp(log_std)²), summed over action dims.
+
+    Change of variables for a = tanh(u) (Haarnoja et al. 2018, "Soft Actor-Critic", App. C,
+    Eq. 21): log π(a|s) = log μ(u|s) − Σᵢ log(1 − tanh²(uᵢ)), with the stable identity
+    log(1 − tanh²(u)) = 2·(log 2 − u − softplus(−2u)).
+    """
+    z = (u - mean) * torch.exp(-log_std)
+    log_mu = (-0.5 * z.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
+    log_det = (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
+    return log_mu - log_det
+
+
+class TanhGaussianActor(nn.Module):
+    """π(a | s, task): a Gaussian over pre-squash actions from an MLP on ``[obs, one_hot]``,
+    squashed by tanh into [-1, 1] (SAC, Haarnoja et al. 2018). The log-std is a second output
+    head, clamped to ``[log_std_min, log_std_max]``."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        num_tasks: int,
+        hidden: Sequence[int],
+        *,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.task_encoder = OneHotTaskEncoder(num_tasks)
+        self.net = mlp(obs_dim + self.task_encoder.out_dim, hidden, 2 * action_dim)
+        self.action_dim = action_dim
+        self.log_std_min = log_std_min
+        self.log_std_max = log_std_max
+
+    def forward(self, obs: torch.Tensor, task_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(torch.cat([obs, self.task_encoder(task_id)], dim=-1))
+        mean, log_std = out.split(self.action_dim, dim=-1)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(
+        self, obs: torch.Tensor, task_id: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized sample ``a = tanh(mean + std·ε)`` and its log-probability."""
+        mean, log_std = self(obs, task_id)
+        u = mean + torch.exp(log_std) * torch.randn_like(mean)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+    def deterministic(self, obs: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
+        """The mode used for evaluation: ``tanh(mean)``."""
+        mean, _ = self(obs, task_id)
+        return torch.tanh(mean)
+
+
+class TwinQCritic(nn.Module):
+    """``num_critics`` Q-functions Q_j(s, a, task) on ``[obs, action, one_hot]``, evaluated in one
+    batched pass. Returns ``[num_critics, B]``."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        num_tasks: int,
+        hidden: Sequence[int],
+        num_critics: int = 2,
+    ) -> None:
+        super().__init__()
+        self.task_encoder = OneHotTaskEncoder(num_tasks)
+        self.num_critics = num_critics
+        self.net = EnsembleMLP(num_critics, obs_dim + action_dim + num_tasks, hidden, 1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action, self.task_encoder(task_id)], dim=-1)
+        return self.net(x).squeeze(-1)

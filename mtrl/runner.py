@@ -1,0 +1,540 @@
+"""The training loop: collect → update → log → evaluate → checkpoint.
+
+:func:`train` runs a config into a run directory (or resumes one). The loop owns no algorithm:
+it steps a :class:`~mtrl.envs.MultiTaskVectorEnv`, stores transitions in the replay buffer,
+calls ``agent.update`` on task-stratified batches, and handles logging, evaluation,
+checkpoints, Ctrl-C and non-finite losses.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtrl import config as C
+from mtrl.agents import build_agent
+from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
+from mtrl.config import ConfigError, TrainConfig
+from mtrl.data.replay import MultiTaskReplayBuffer
+from mtrl.envs import MultiTaskVectorEnv, make_env
+from mtrl.evaluation import PROTOCOL, EvalResult, RunEvaluation, evaluate
+from mtrl.logging import RunLogger, collect_metadata, flatten, write_json
+from mtrl.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stopped without saving the bad state."""
+
+
+class ResumeError(RuntimeError):
+    """``--resume`` of a missing or incompatible run."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but CUDA is not available; allowed here: auto, cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    env_steps: int
+    updates: int
+    interrupted: bool
+    last_checkpoint: Path | None
+    final_eval: EvalResult | None
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.preset or cfg.env.name}-s{cfg.seed}-{stamp}"
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise ResumeError(f"run directory {run_dir} does not exist")
+    if not path.exists():
+        raise ResumeError(f"{run_dir} is not an mtrl run directory: {path.name} is missing")
+    try:
+        return C.load_yaml(path.read_text())
+    except ConfigError as e:
+        raise ResumeError(f"{path} is not a valid mtrl config: {e}") from e
+
+
+def check_resume_compatible(saved: TrainConfig, requested: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a run with a config that changes its task set, networks or algorithm."""
+    bad = {
+        k: v for k, v in C.diff(saved, requested).items()
+        if k not in C.RESUMABLE_FIELDS and k != "preset"
+    }
+    if bad:
+        lines = [f"  {k}: run has {a!r}, requested {b!r}" for k, (a, b) in sorted(bad.items())]
+        raise ResumeError(
+            f"cannot resume {run_dir} with a different configuration:\n" + "\n".join(lines)
+            + "\nResume with `mtrl train --resume RUN_DIR` alone (optionally --total-steps), or "
+            "start a new run with --run-dir."
+        )
+
+
+class _Metrics:
+    """Accumulates the agent's per-update scalars on the device (no host sync per update) and
+    remembers, per metric, the first update at which it was not finite."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.keys: list[str] | None = None
+        self.sum: torch.Tensor | None = None
+        self.first_bad: torch.Tensor | None = None
+        self.count = 0
+        self.update_index = torch.zeros((), dtype=torch.long, device=device)
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        if self.keys is None:
+            self.keys = list(metrics)
+            self.sum = torch.zeros(len(self.keys), device=self.device)
+            self.first_bad = torch.full((len(self.keys),), -1, dtype=torch.long,
+                                        device=self.device)
+        values = torch.stack([metrics[k].float() for k in self.keys])
+        bad = ~torch.isfinite(values)
+        assert self.sum is not None and self.first_bad is not None
+        self.first_bad = torch.where(bad & (self.first_bad < 0), self.update_index, self.first_bad)
+        self.sum += values
+        self.update_index += 1
+        self.count += 1
+
+    def nonfinite(self) -> tuple[str, int] | None:
+        if self.first_bad is None or self.keys is None:
+            return None
+        fb = self.first_bad.cpu().numpy()
+        bad = np.flatnonzero(fb >= 0)
+        if bad.size == 0:
+            return None
+        k = bad[np.argmin(fb[bad])]
+        return self.keys[k], int(fb[k])
+
+    def pop_means(self) -> dict[str, float]:
+        if not self.count or self.keys is None or self.sum is None:
+            return {}
+        means = (self.sum / self.count).cpu().tolist()
+        self.sum.zero_()
+        self.count = 0
+        return dict(zip(self.keys, means, strict=True))
+
+
+class Trainer:
+    """Builds everything a config describes and runs the loop. Use :func:`train`."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        checkpoint: Path | None = None,
+    ) -> None:
+        C.validate(cfg)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        self.ckpts = CheckpointManager(self.run_dir / "checkpoints", cfg.checkpoint.keep_last)
+        self.resume = resume
+
+        resume_state: dict[str, Any] | None = None
+        replay_state: dict[str, Any] | None = None
+        if resume:
+            resume_state, replay_state, self.resumed_from = self._read_resume(checkpoint)
+        else:
+            if self.ckpts.latest() is not None or (self.run_dir / "config.yaml").exists():
+                raise ResumeError(
+                    f"run directory {self.run_dir} already holds a run; resume it with "
+                    f"`mtrl train --resume {self.run_dir}` or choose another --run-dir"
+                )
+            self.resumed_from = None
+
+        seed_everything(cfg.seed)
+        self.task_names = C.task_names(cfg.env)
+        self.env: MultiTaskVectorEnv = make_env(cfg.env, seed=cfg.seed)
+        self.eval_env: MultiTaskVectorEnv | None = None
+        if cfg.eval.every > 0 or cfg.eval.final:
+            self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
+        obs_space = self.env.single_observation_space
+        act_space = self.env.single_action_space
+        if not hasattr(act_space, "low"):
+            raise ConfigError(f"env.name={cfg.env.name!r} has non-Box actions; mtsac needs Box")
+        self.obs_shape = tuple(obs_space.shape)
+        self.action_dim = int(np.prod(act_space.shape))
+        self.act_low = np.asarray(act_space.low, dtype=np.float32)
+        self.act_high = np.asarray(act_space.high, dtype=np.float32)
+        self.num_tasks = len(self.task_names)
+        self.num_envs = self.env.num_envs
+
+        self.agent = build_agent(
+            cfg.agent,
+            obs_dim=int(np.prod(self.obs_shape)),
+            action_dim=self.action_dim,
+            num_tasks=self.num_tasks,
+            device=self.device,
+        )
+        self.buffer = MultiTaskReplayBuffer(
+            self.num_tasks,
+            cfg.replay.capacity,
+            self.obs_shape,
+            self.action_dim,
+            device=self.device,
+            seed=derive_seed(cfg.seed, "replay"),
+        )
+        self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, "warmup"))
+        self.vec_step = 0
+        self.updates = 0
+        self.episodes = 0
+        self.best_eval: float | None = None
+        self.last_eval: EvalResult | None = None
+        self.train_success = np.full(self.num_tasks, np.nan)
+        self.obs: np.ndarray | None = None
+        if resume_state is not None:
+            self._restore(resume_state, replay_state)
+
+    # ------------------------------------------------------------------ resume
+    def _read_resume(
+        self, checkpoint: Path | None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, Path]:
+        if checkpoint is None:
+            info = self.ckpts.latest()
+            if info is None:
+                raise ResumeError(f"{self.run_dir} has no complete checkpoint to resume from")
+            checkpoint = info.path
+        try:
+            state = load_file(checkpoint)
+        except CheckpointError as e:
+            others = [c.path for c in self.ckpts.list() if c.path != Path(checkpoint)]
+            hint = f"; an earlier checkpoint is {others[-1]} (--checkpoint PATH)" if others else ""
+            raise ResumeError(f"{e}{hint}") from e
+        replay = None
+        manifest = load_manifest_safe(checkpoint)
+        rname = manifest.get("replay_file") if manifest else None
+        if rname:
+            rpath = Path(checkpoint).parent / rname
+            if rpath.exists():
+                replay = load_file(rpath)
+            else:
+                print(f"warning: replay buffer {rpath} is gone; resuming with an empty buffer",
+                      file=sys.stderr)
+        return state, replay, Path(checkpoint)
+
+    def _restore(self, state: dict[str, Any], replay: dict[str, Any] | None) -> None:
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ResumeError(
+                f"checkpoint {self.resumed_from} does not fit this run's networks: {e}"
+            ) from e
+        if replay is not None and self.cfg.replay.save_with_checkpoint:
+            try:
+                self.buffer.load_state_dict(replay)
+            except ValueError as e:
+                raise ResumeError(f"replay buffer of {self.resumed_from}: {e}") from e
+        loop = state["loop"]
+        self.vec_step = int(loop["vec_step"])
+        self.updates = int(loop["updates"])
+        self.episodes = int(loop["episodes"])
+        self.best_eval = loop.get("best_eval")
+        self.warmup_rng.bit_generator.state = state["warmup_rng"]
+        set_rng_state(state["rng"])
+        env_state = state.get("env")
+        if env_state is not None:
+            self.env.load_state_dict(env_state)
+            if self.env.restores_exactly and "obs" in state:
+                self.obs = state["obs"].numpy()
+        if self.obs is None:
+            self.obs, _ = self.env.reset()
+
+    def _train_state(self) -> dict[str, Any]:
+        env_state = None
+        try:
+            env_state = self.env.state_dict()
+        except Exception as e:  # e.g. async workers already gone after Ctrl-C
+            print(f"warning: env state not saved ({e})", file=sys.stderr)
+        state = {
+            "agent": self.agent.state_dict(),
+            "loop": {
+                "vec_step": self.vec_step,
+                "env_steps": self.env_steps,
+                "updates": self.updates,
+                "episodes": self.episodes,
+                "best_eval": self.best_eval,
+            },
+            "warmup_rng": self.warmup_rng.bit_generator.state,
+            "rng": rng_state(),
+            "env": env_state,
+            "config": C.to_dict(self.cfg),
+            "task_names": list(self.task_names),
+        }
+        if self.obs is not None:
+            state["obs"] = torch.from_numpy(np.ascontiguousarray(self.obs))
+        return state
+
+    @property
+    def env_steps(self) -> int:
+        return self.vec_step * self.num_envs
+
+    # ------------------------------------------------------------------ loop
+    def _to_env_action(self, a: np.ndarray) -> np.ndarray:
+        return self.act_low + (a + 1.0) * 0.5 * (self.act_high - self.act_low)
+
+    def save_checkpoint(self, metrics: _Metrics) -> Path:
+        bad = metrics.nonfinite()
+        if bad is not None:
+            self._raise_nonfinite(*bad)
+        replay = self.buffer.state_dict() if self.cfg.replay.save_with_checkpoint else None
+        return self.ckpts.save(self.env_steps, self._train_state(), replay)
+
+    def _raise_nonfinite(self, key: str, update: int) -> None:
+        warm = max(1, math.ceil(self.cfg.warmup_steps / self.num_envs))
+        step = (warm + update // self.cfg.updates_per_step) * self.num_envs
+        last = self.ckpts.latest()
+        where = f"the last good checkpoint is {last.path}" if last else "no checkpoint was saved"
+        raise NonFiniteLossError(
+            f"loss/{key} became non-finite (NaN or inf) at update {update} (env step ~{step}); "
+            f"the run stopped and nothing after that was saved; {where}"
+        )
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_run_files()
+        logger = RunLogger(self.run_dir, self.task_names)
+        if not self.resume:
+            logger.text("config", "```\n" + C.dump_yaml(cfg) + "\n```")
+            logger.hparams(flatten(C.to_dict(cfg)), ["eval/success_mean", "train/success_mean"])
+        metrics = _Metrics(self.device)
+
+        stop: dict[str, Any] = {"signal": None}
+
+        def _on_signal(signum: int, _frame: Any) -> None:
+            if stop["signal"] is not None:
+                raise KeyboardInterrupt
+            stop["signal"] = signum
+
+        old_handlers = {}
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old_handlers[s] = signal.signal(s, _on_signal)
+            except ValueError:  # not the main thread
+                pass
+
+        total_vec = math.ceil(cfg.total_steps / self.num_envs)
+        warm_vec = math.ceil(cfg.warmup_steps / self.num_envs)
+        per_task = cfg.agent.batch_size // self.num_tasks
+        task_ids = self.env.task_ids
+        if self.obs is None:
+            self.obs, _ = self.env.reset(seed=cfg.seed)
+
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total_vec * self.num_envs, initial=self.env_steps, unit="step",
+            disable=not cfg.log.progress_bar, dynamic_ncols=True, smoothing=0.05,
+            desc=cfg.preset or cfg.env.name,
+        )
+        last_ckpt: Path | None = None
+        last_log_t = time.perf_counter()
+        log_env0, log_upd0, excluded = self.env_steps, self.updates, 0.0
+        final_eval: EvalResult | None = None
+        self.agent.train()
+        try:
+            while self.vec_step < total_vec and stop["signal"] is None:
+                if self.vec_step < warm_vec:
+                    action = self.warmup_rng.uniform(-1.0, 1.0, (self.num_envs, self.action_dim))
+                    action = action.astype(np.float32)
+                else:
+                    action = self.agent.act(self.obs, task_ids)
+                    if not np.isfinite(action).all():
+                        bad = metrics.nonfinite()
+                        self._raise_nonfinite(*(bad or ("actor_output", self.updates)))
+                next_obs, reward, terminated, _truncated, info = self.env.step(
+                    self._to_env_action(action)
+                )
+                self.buffer.add(self.obs, action, reward, info["final_obs"], terminated, task_ids)
+                self.obs = next_obs
+                self.vec_step += 1
+                bar.update(self.num_envs)
+                if "episode" in info:
+                    self._log_episodes(logger, info)
+
+                if self.vec_step >= warm_vec:
+                    for _ in range(cfg.updates_per_step):
+                        metrics.add(self.agent.update(self.buffer.sample(per_task)))
+                        self.updates += 1
+
+                env_steps = self.env_steps
+                prev = env_steps - self.num_envs
+                if _crossed(prev, env_steps, cfg.log.every) or self.vec_step == total_vec:
+                    bad = metrics.nonfinite()
+                    if bad is not None:
+                        self._raise_nonfinite(*bad)
+                    now = time.perf_counter()
+                    dt = max(now - last_log_t - excluded, 1e-9)
+                    sps = (env_steps - log_env0) / dt
+                    ups = (self.updates - log_upd0) / dt
+                    logger.scalar("perf/env_steps_per_sec", sps, env_steps)
+                    logger.scalar("perf/updates_per_sec", ups, env_steps)
+                    logger.scalars("loss", metrics.pop_means(), env_steps)
+                    for name, vals in self.agent.task_metrics().items():
+                        logger.per_task(name, vals.cpu().numpy(), env_steps)
+                    last_log_t, log_env0, log_upd0, excluded = now, env_steps, self.updates, 0.0
+                    bar.set_postfix(self._postfix(sps, ups), refresh=False)
+
+                if cfg.eval.every > 0 and _crossed(prev, env_steps, cfg.eval.every) \
+                        and self.vec_step < total_vec:
+                    t0 = time.perf_counter()
+                    self._evaluate(logger)
+                    excluded += time.perf_counter() - t0
+                    bar.set_postfix(self._postfix(None, None), refresh=False)
+                if cfg.checkpoint.every > 0 and _crossed(prev, env_steps, cfg.checkpoint.every) \
+                        and self.vec_step < total_vec:
+                    t0 = time.perf_counter()
+                    last_ckpt = self.save_checkpoint(metrics)
+                    excluded += time.perf_counter() - t0
+        finally:
+            bar.close()
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+
+        interrupted = stop["signal"] is not None
+        if not interrupted and cfg.eval.final:
+            final_eval = self._evaluate(logger)
+        last_ckpt = self.save_checkpoint(metrics)
+        logger.flush()
+        logger.close()
+        self.close()
+        if interrupted:
+            print(
+                f"\ninterrupted at env step {self.env_steps}: checkpoint saved to {last_ckpt}\n"
+                f"resume with: mtrl train --resume {self.run_dir}",
+                file=sys.stderr,
+            )
+        return TrainResult(self.run_dir, self.env_steps, self.updates, interrupted, last_ckpt,
+                           final_eval)
+
+    def _postfix(self, sps: float | None, ups: float | None) -> dict[str, str]:
+        if sps is not None:
+            self._last_rates = (sps, ups)
+        sps, ups = getattr(self, "_last_rates", (0.0, 0.0))
+        out = {"sps": f"{sps:.0f}", "ups": f"{ups:.1f}"}
+        if self.last_eval is not None:
+            out["eval_success"] = f"{self.last_eval.success_mean:.2f}"
+        elif not np.isnan(self.train_success).all():
+            out["train_success"] = f"{np.nanmean(self.train_success):.2f}"
+        return out
+
+    def _log_episodes(self, logger: RunLogger, info: dict[str, Any]) -> None:
+        done = info["_episode"]
+        ep = info["episode"]
+        step = self.env_steps
+        for i in np.flatnonzero(done):
+            k = int(self.env.task_ids[i])
+            name = self.task_names[k]
+            logger.scalar(f"train/episode_return/{name}", ep["return"][i], step)
+            logger.scalar(f"train/success/{name}", float(ep["success"][i]), step)
+            self.train_success[k] = float(ep["success"][i])
+            self.episodes += 1
+        if not np.isnan(self.train_success).any():
+            logger.scalar("train/success_mean", float(np.mean(self.train_success)), step)
+
+    def _evaluate(self, logger: RunLogger) -> EvalResult:
+        assert self.eval_env is not None
+        self.agent.eval()
+        result = evaluate(
+            self.agent, self.eval_env, self.cfg.eval.episodes_per_task,
+            seed=derive_seed(self.cfg.seed, "eval"),
+        )
+        self.agent.train()
+        step = self.env_steps
+        for t in self.task_names:
+            logger.scalar(f"eval/success/{t}", result.success[t], step)
+            logger.scalar(f"eval/return/{t}", result.returns[t], step)
+        logger.scalar("eval/success_mean", result.success_mean, step)
+        logger.scalar("eval/return_mean", result.return_mean, step)
+        logger.flush()
+        self.last_eval = result
+        self.best_eval = max(self.best_eval or 0.0, result.success_mean)
+        write_json(
+            self.run_dir / "eval" / f"step_{step:012d}.json",
+            RunEvaluation(result, str(self.run_dir), None, step,
+                          self.cfg.eval.episodes_per_task).to_json(),
+        )
+        return result
+
+    def _write_run_files(self) -> None:
+        from mtrl.checkpoint import atomic_write_text
+
+        meta_path = self.run_dir / "metadata.json"
+        if self.resume and meta_path.exists():
+            import json
+
+            meta = json.loads(meta_path.read_text())
+            meta.setdefault("resumes", []).append({
+                "from_checkpoint": str(self.resumed_from),
+                "env_steps": self.env_steps,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "device": str(self.device),
+                "command": sys.argv,
+            })
+            # A resumed run may extend total_steps or change the device: keep config.yaml current.
+            atomic_write_text(self.run_dir / "config.yaml", C.dump_yaml(self.cfg))
+        else:
+            atomic_write_text(self.run_dir / "config.yaml", C.dump_yaml(self.cfg))
+            meta = collect_metadata(self.cfg.seed, str(self.device), self.env.benchmark)
+            meta["task_names"] = self.task_names
+            meta["evaluation_protocol"] = PROTOCOL.format(n=self.cfg.eval.episodes_per_task)
+        write_json(meta_path, meta)
+
+    def close(self) -> None:
+        self.env.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
+
+
+def _crossed(prev: int, now: int, every: int) -> bool:
+    return every > 0 and prev // every != now // every
+
+
+def load_manifest_safe(path: Path) -> dict[str, Any] | None:
+    from mtrl.checkpoint import read_manifest
+
+    try:
+        return read_manifest(Path(path))
+    except CheckpointError:
+        return None
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: Path | str | None = None,
+    *,
+    resume: bool = False,
+    checkpoint: Path | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (default ``runs/<preset>-s<seed>-<time>``), or resume it."""
+    run_dir = Path(run_dir) if run_dir is not None else (
+        Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    )
+    cfg.run_dir = str(run_dir)
+    trainer = Trainer(cfg, run_dir, resume=resume, checkpoint=checkpoint)
+    try:
+        return trainer.run()
+    except BaseException:
+        trainer.close()
+        raise
