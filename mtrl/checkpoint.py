@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 FORMAT = "mtrl-checkpoint-v1"
+TENSORS_FORMAT = "mtrl-tensors-v1"
 _CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
@@ -92,7 +94,89 @@ def save_file(obj: dict[str, Any], path: Path, **meta: Any) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], **meta: Any) -> dict[str, Any]:
+    """Write tensors as raw little-endian bytes, row by row (no pickle, no full-size copy: a
+    view of a larger buffer writes only its own elements), then a manifest with the layout."""
+    path = Path(path)
+    layout: dict[str, dict[str, Any]] = {}
+    h = hashlib.sha256()
+
+    def write(f: Any) -> None:
+        offset = 0
+        for name, t in tensors.items():
+            t = t.detach()
+            nbytes = t.numel() * t.element_size()
+            layout[name] = {"dtype": str(t.dtype).removeprefix("torch."),
+                            "shape": list(t.shape), "offset": offset, "nbytes": nbytes}
+            rows = [t] if t.dim() == 0 or t.is_contiguous() else list(t.unbind(0))
+            for row in rows:
+                data = memoryview(row.contiguous().cpu().numpy()).cast("B")
+                h.update(data)
+                f.write(data)
+            offset += nbytes
+
+    _atomic_write_bytes(path, write)
+    manifest = {
+        "format": TENSORS_FORMAT,
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": h.hexdigest(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "layout": layout,
+        **meta,
+    }
+    atomic_write_text(manifest_path(path), json.dumps(manifest, indent=2))
+    return manifest
+
+
+def load_tensors(
+    path: Path, into: dict[str, torch.Tensor] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a file written by :func:`save_tensors` after verifying its size and SHA-256.
+
+    Tensors named in ``into`` are read directly into those (CPU or device) views, which must
+    have the saved shape; the others are returned as new CPU tensors.
+    """
+    path = Path(path)
+    manifest = read_manifest(path, fmt=TENSORS_FORMAT)
+    size = path.stat().st_size
+    if size != manifest["bytes"]:
+        raise CheckpointError(
+            f"{path} is corrupt: {size} bytes on disk, {manifest['bytes']} written (truncated)"
+        )
+    if _sha256(path) != manifest["sha256"]:
+        raise CheckpointError(f"{path} is corrupt: its SHA-256 does not match its manifest")
+    into = into or {}
+    out: dict[str, torch.Tensor] = {}
+    with open(path, "rb") as f:
+        for name, spec in manifest["layout"].items():
+            dtype = getattr(torch, spec["dtype"], None)
+            if not isinstance(dtype, torch.dtype):
+                raise CheckpointError(f"{path}: unknown dtype {spec['dtype']!r} for {name}")
+            shape = tuple(spec["shape"])
+            dest = into.get(name)
+            if dest is None:
+                dest = torch.empty(shape, dtype=dtype)
+                out[name] = dest
+            elif tuple(dest.shape) != shape or dest.dtype != dtype:
+                raise CheckpointError(
+                    f"{path}: {name} has shape {shape} ({spec['dtype']}) in the file, "
+                    f"{tuple(dest.shape)} ({dest.dtype}) expected"
+                )
+            f.seek(spec["offset"])
+            rows = [dest] if dest.dim() == 0 else list(dest.unbind(0))
+            for row in rows:
+                staging = row if row.is_contiguous() and row.device.type == "cpu" else \
+                    torch.empty(row.shape, dtype=dtype)
+                buf = memoryview(staging.numpy()).cast("B")
+                if f.readinto(buf) != len(buf):
+                    raise CheckpointError(f"{path}: unexpected end of file reading {name}")
+                if staging is not row:
+                    row.copy_(staging)
+    return manifest, out
+
+
+def read_manifest(path: Path, fmt: str = FORMAT) -> dict[str, Any]:
     path = Path(path)
     mpath = manifest_path(path)
     if not path.exists():
@@ -105,7 +189,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"manifest {mpath} of checkpoint {path} is unreadable: {e}") from e
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") != fmt:
         raise CheckpointError(f"{path}: unknown checkpoint format {manifest.get('format')!r}")
     return manifest
 
@@ -150,7 +234,8 @@ class CheckpointInfo:
 class CheckpointManager:
     """``run_dir/checkpoints``: save, list, keep the last N, and find the latest complete one.
 
-    The replay buffer (large) is stored as ``replay_<step>.pt`` only with the newest checkpoint.
+    The replay buffer (large) is stored as raw tensors, ``replay_<step>.bin``, only with the
+    newest checkpoint.
     """
 
     def __init__(self, directory: Path, keep_last: int = 3) -> None:
@@ -161,13 +246,17 @@ class CheckpointManager:
         return self.dir / f"ckpt_{step:012d}.pt"
 
     def save(
-        self, step: int, state: dict[str, Any], replay: dict[str, Any] | None = None
+        self,
+        step: int,
+        state: dict[str, Any],
+        write_replay: Callable[[Path], Any] | None = None,
     ) -> Path:
+        """Save ``state`` as checkpoint ``step``; ``write_replay(path)`` writes the buffer."""
         self.dir.mkdir(parents=True, exist_ok=True)
         meta: dict[str, Any] = {"step": step}
-        if replay is not None:
-            rpath = self.dir / f"replay_{step:012d}.pt"
-            save_file(replay, rpath, step=step, kind="replay")
+        if write_replay is not None:
+            rpath = self.dir / f"replay_{step:012d}.bin"
+            write_replay(rpath)
             meta["replay_file"] = rpath.name
         path = self.path_for(step)
         save_file(state, path, kind="train_state", **meta)
@@ -199,7 +288,7 @@ class CheckpointManager:
             for p in (info.path, manifest_path(info.path)):
                 p.unlink(missing_ok=True)
         keep_replay = items[-1].manifest.get("replay_file") if items else None
-        for p in self.dir.glob("replay_*.pt"):
+        for p in self.dir.glob("replay_*.bin"):
             if p.name != keep_replay:
                 p.unlink(missing_ok=True)
                 manifest_path(p).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ a preset with its value.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -56,15 +57,31 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_overrides(tokens: list[str]) -> list[tuple[str, str]]:
-    """``['--agent.lr', '1e-3', '--eval.every=0']`` → ``[('agent.lr', '1e-3'), ...]``."""
+_TRAIN_FLAGS_WITH_VALUE = {"--seed", "--total-steps", "--run-dir", "--device", "--resume",
+                           "--checkpoint"}
+_TRAIN_FLAGS = _TRAIN_FLAGS_WITH_VALUE | {"--no-progress", "-h", "--help"}
+
+
+def split_overrides(tokens: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Separate config overrides from ``train``'s own arguments.
+
+    ``['toy-mtsac', '--seed', '1', '--agent.lr', '1e-3', '--eval.every=0']`` →
+    ``(['toy-mtsac', '--seed', '1'], [('agent.lr', '1e-3'), ('eval.every', '0')])``.
+    """
     paths = C.field_paths()
+    rest: list[str] = []
     out: list[tuple[str, str]] = []
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        if not tok.startswith("--"):
-            raise CLIError(f"unexpected argument {tok!r}; overrides look like --agent.lr 1e-3")
+        name = tok.split("=", 1)[0]
+        if not tok.startswith("--") or name in _TRAIN_FLAGS:
+            rest.append(tok)
+            if name in _TRAIN_FLAGS_WITH_VALUE and "=" not in tok and i + 1 < len(tokens):
+                rest.append(tokens[i + 1])
+                i += 1
+            i += 1
+            continue
         key = tok[2:]
         if "=" in key:
             key, value = key.split("=", 1)
@@ -81,11 +98,13 @@ def parse_overrides(tokens: list[str]) -> list[tuple[str, str]]:
                 value = nxt
                 i += 2
         out.append((key, value))
-    return out
+    return rest, out
 
 
-def _apply_common(cfg: C.TrainConfig, args: argparse.Namespace, extra: list[str]) -> None:
-    for key, value in parse_overrides(extra):
+def _apply_common(
+    cfg: C.TrainConfig, args: argparse.Namespace, overrides: list[tuple[str, str]]
+) -> None:
+    for key, value in overrides:
         C.set_override(cfg, key, value)
     if args.seed is not None:
         cfg.seed = args.seed
@@ -97,7 +116,7 @@ def _apply_common(cfg: C.TrainConfig, args: argparse.Namespace, extra: list[str]
         cfg.log.progress_bar = False
 
 
-def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     from mtrl.presets import get_preset
     from mtrl.runner import check_resume_compatible, load_run_config, train
 
@@ -112,8 +131,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             cfg = get_preset(args.preset)
             cfg.seed = saved.seed if args.seed is None else cfg.seed
         else:
-            cfg = saved
-        _apply_common(cfg, args, extra)
+            cfg = copy.deepcopy(saved)
+        _apply_common(cfg, args, overrides)
         cfg.run_dir = str(run_dir)
         C.validate(cfg)
         check_resume_compatible(saved, cfg, run_dir)
@@ -123,7 +142,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if not args.preset:
             raise CLIError("name a preset (see `mtrl presets`) or pass --resume RUN_DIR")
         cfg = get_preset(args.preset)
-        _apply_common(cfg, args, extra)
+        _apply_common(cfg, args, overrides)
         if args.run_dir:
             cfg.run_dir = args.run_dir
         C.validate(cfg)
@@ -176,12 +195,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = _build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, extra = parser.parse_known_args(argv)
     try:
-        if args.command == "train":
-            return cmd_train(args, extra)
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if argv and argv[0] == "train":
+            rest, overrides = split_overrides(argv[1:])
+            return cmd_train(parser.parse_args(["train", *rest]), overrides)
+        args = parser.parse_args(argv)
         if args.command == "eval":
             return cmd_eval(args)
         if args.command == "presets":

@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 @dataclass
 class EnvConfig:
     name: str = "mt10"
-    """Benchmark: mt10 | mt25 | mt50 | metaworld (custom task list) | toy-reach | toy-reach-discrete."""
+    """mt10 | mt25 | mt50 | metaworld (custom task list) | toy-reach | toy-reach-discrete."""
     tasks: list[str] = field(default_factory=list)
     """Meta-World v3 task names for name=metaworld (e.g. [reach-v3, push-v3]); empty otherwise."""
     num_tasks: int = 4

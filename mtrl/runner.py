@@ -8,6 +8,7 @@ checkpoints, Ctrl-C and non-finite losses.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -152,9 +153,9 @@ class Trainer:
         self.resume = resume
 
         resume_state: dict[str, Any] | None = None
-        replay_state: dict[str, Any] | None = None
+        replay_path: Path | None = None
         if resume:
-            resume_state, replay_state, self.resumed_from = self._read_resume(checkpoint)
+            resume_state, replay_path, self.resumed_from = self._read_resume(checkpoint)
         else:
             if self.ckpts.latest() is not None or (self.run_dir / "config.yaml").exists():
                 raise ResumeError(
@@ -204,12 +205,14 @@ class Trainer:
         self.train_success = np.full(self.num_tasks, np.nan)
         self.obs: np.ndarray | None = None
         if resume_state is not None:
-            self._restore(resume_state, replay_state)
+            self._restore(resume_state, replay_path)
 
     # ------------------------------------------------------------------ resume
     def _read_resume(
         self, checkpoint: Path | None
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, Path]:
+    ) -> tuple[dict[str, Any], Path | None, Path]:
+        if not self.run_dir.is_dir():
+            raise ResumeError(f"run directory {self.run_dir} does not exist")
         if checkpoint is None:
             info = self.ckpts.latest()
             if info is None:
@@ -225,24 +228,23 @@ class Trainer:
         manifest = load_manifest_safe(checkpoint)
         rname = manifest.get("replay_file") if manifest else None
         if rname:
-            rpath = Path(checkpoint).parent / rname
-            if rpath.exists():
-                replay = load_file(rpath)
-            else:
-                print(f"warning: replay buffer {rpath} is gone; resuming with an empty buffer",
-                      file=sys.stderr)
+            replay = Path(checkpoint).parent / rname
+            if not replay.exists():
+                print(f"warning: replay buffer {replay} is gone (only the newest checkpoint keeps "
+                      "one); resuming with an empty buffer", file=sys.stderr)
+                replay = None
         return state, replay, Path(checkpoint)
 
-    def _restore(self, state: dict[str, Any], replay: dict[str, Any] | None) -> None:
+    def _restore(self, state: dict[str, Any], replay: Path | None) -> None:
         try:
             self.agent.load_state_dict(state["agent"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise ResumeError(
                 f"checkpoint {self.resumed_from} does not fit this run's networks: {e}"
             ) from e
-        if replay is not None and self.cfg.replay.save_with_checkpoint:
+        if replay is not None:
             try:
-                self.buffer.load_state_dict(replay)
+                self.buffer.load(replay)
             except ValueError as e:
                 raise ResumeError(f"replay buffer of {self.resumed_from}: {e}") from e
         loop = state["loop"]
@@ -297,7 +299,7 @@ class Trainer:
         bad = metrics.nonfinite()
         if bad is not None:
             self._raise_nonfinite(*bad)
-        replay = self.buffer.state_dict() if self.cfg.replay.save_with_checkpoint else None
+        replay = self.buffer.save if self.cfg.replay.save_with_checkpoint else None
         return self.ckpts.save(self.env_steps, self._train_state(), replay)
 
     def _raise_nonfinite(self, key: str, update: int) -> None:
@@ -329,10 +331,8 @@ class Trainer:
 
         old_handlers = {}
         for s in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
                 old_handlers[s] = signal.signal(s, _on_signal)
-            except ValueError:  # not the main thread
-                pass
 
         total_vec = math.ceil(cfg.total_steps / self.num_envs)
         warm_vec = math.ceil(cfg.warmup_steps / self.num_envs)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+from mtrl.checkpoint import TENSORS_FORMAT, load_tensors, read_manifest, save_tensors
 
 
 class Batch(NamedTuple):
@@ -157,36 +160,38 @@ class MultiTaskReplayBuffer:
         )
 
     # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict[str, Any]:
-        """The filled part of the rings plus pointers and the sampling generator's state."""
+    def save(self, path: Path) -> dict[str, Any]:
+        """Write the filled part of the rings, the pointers and the sampling generator's state
+        as raw tensors (see :func:`mtrl.checkpoint.save_tensors`); no pickle, no full copy."""
         filled = int(self.size.max())
+        tensors = {k: v[:, :filled] for k, v in self._tensors().items()}
+        tensors["ptr"] = torch.from_numpy(self.ptr.copy())
+        tensors["size"] = torch.from_numpy(self.size.copy())
+        tensors["generator"] = self.generator.get_state()
+        return save_tensors(path, tensors, kind="replay", **self._shape_meta(), filled=filled)
+
+    def _shape_meta(self) -> dict[str, int]:
         return {
             "num_tasks": self.num_tasks,
             "capacity_per_task": self.capacity_per_task,
             "obs_dim": self.obs_dim,
             "action_dim": self.action_dim,
-            "ptr": torch.from_numpy(self.ptr.copy()),
-            "size": torch.from_numpy(self.size.copy()),
-            "generator": self.generator.get_state(),
-            **{k: v[:, :filled].cpu() for k, v in self._tensors().items()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, mine in (
-            ("num_tasks", self.num_tasks),
-            ("capacity_per_task", self.capacity_per_task),
-            ("obs_dim", self.obs_dim),
-            ("action_dim", self.action_dim),
-        ):
-            if int(state[key]) != mine:
+    def load(self, path: Path) -> None:
+        """Restore a buffer written by :meth:`save` (same tasks, capacity and shapes)."""
+        manifest = read_manifest(Path(path), fmt=TENSORS_FORMAT)
+        for key, mine in self._shape_meta().items():
+            if int(manifest.get(key, -1)) != mine:
                 raise ValueError(
-                    f"replay buffer {key}={int(state[key])} in the checkpoint, {mine} here"
+                    f"replay buffer {key}={manifest.get(key)} in {path}, {mine} here"
                 )
-        for key, tensor in self._tensors().items():
-            saved = state[key]
+        filled = int(manifest["filled"])
+        for tensor in self._tensors().values():
             tensor.zero_()
-            tensor[:, : saved.shape[1]].copy_(saved.to(self.device))
-        self.ptr = state["ptr"].numpy().astype(np.int64).copy()
-        self.size = state["size"].numpy().astype(np.int64).copy()
+        views = {k: v[:, :filled] for k, v in self._tensors().items()}
+        _, rest = load_tensors(Path(path), into=views)
+        self.ptr = rest["ptr"].numpy().astype(np.int64).copy()
+        self.size = rest["size"].numpy().astype(np.int64).copy()
         self._size_t.copy_(torch.from_numpy(self.size.astype(np.float32)))
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(rest["generator"])

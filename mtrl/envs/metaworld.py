@@ -86,7 +86,7 @@ def make_metaworld_env(
     ``evaluation=True`` builds a sync env with autoreset disabled and terminate-on-success on,
     so that the evaluator can run one episode per goal (the Meta-World protocol).
     """
-    import metaworld  # noqa: F401  (registers the Meta-World/* ids)
+    import metaworld
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
     _quiet_gymnasium()
@@ -123,8 +123,10 @@ def make_metaworld_env(
             )
             for idx, task in enumerate(names)
         ]
-        vec_cls = gym.vector.SyncVectorEnv if vector_strategy == "sync" else gym.vector.AsyncVectorEnv
-        env = vec_cls(fns, autoreset_mode=mode)
+        if vector_strategy == "sync":
+            env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+        else:
+            env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
         bench = "custom"
     else:
         raise ValueError(f"unknown Meta-World benchmark {name!r}")

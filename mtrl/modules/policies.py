@@ -16,7 +16,9 @@ _LOG_2 = math.log(2.0)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+def tanh_gaussian_log_prob(
+    u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
+) -> torch.Tensor:
     """log π(tanh(u)) for u ~ N(mean, exp(log_std)²), summed over action dims.
 
     Change of variables for a = tanh(u) (Haarnoja et al. 2018, "Soft Actor-Critic", App. C,
@@ -51,7 +53,9 @@ class TanhGaussianActor(nn.Module):
         self.log_std_min = log_std_min
         self.log_std_max = log_std_max
 
-    def forward(self, obs: torch.Tensor, task_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obs: torch.Tensor, task_id: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(torch.cat([obs, self.task_encoder(task_id)], dim=-1))
         mean, log_std = out.split(self.action_dim, dim=-1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
@@ -87,6 +91,8 @@ class TwinQCritic(nn.Module):
         self.num_critics = num_critics
         self.net = EnsembleMLP(num_critics, obs_dim + action_dim + num_tasks, hidden, 1)
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, obs: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor
+    ) -> torch.Tensor:
         x = torch.cat([obs, action, self.task_encoder(task_id)], dim=-1)
         return self.net(x).squeeze(-1)

@@ -1,0 +1,117 @@
+"""Bad input gets a clear error naming the field and what is allowed, before any env is built."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import mtrl.runner as runner
+from mtrl.cli import main, split_overrides
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("an environment was built before the input was validated")
+
+    monkeypatch.setattr(runner, "make_env", fail)
+
+
+def _err(capsys, argv) -> str:
+    code = main(argv)
+    assert code == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_preset_lists_valid_ones(capsys, no_env):
+    err = _err(capsys, ["train", "mt11-mtsac"])
+    assert "unknown preset 'mt11-mtsac'" in err and "mt10-mtsac" in err and "toy-mtsac" in err
+
+
+def test_unknown_task_lists_valid_ones(capsys, no_env):
+    err = _err(capsys, ["train", "mt10-mtsac", "--env.name", "metaworld",
+                        "--env.tasks", "reach-v3,jump-v3"])
+    assert "jump-v3" in err and "pick-place-v3" in err
+
+
+def test_unknown_env_name(capsys, no_env):
+    err = _err(capsys, ["train", "toy-mtsac", "--env.name", "pong"])
+    assert "env.name='pong'" in err and "mt50" in err
+
+
+def test_batch_not_divisible(capsys, no_env):
+    err = _err(capsys, ["train", "mt10-mtsac", "--agent.batch-size", "1001"])
+    assert "agent.batch_size=1001" in err and "divisible" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["--agent.actor-lr", "-1"], "agent.actor_lr=-1.0 must be > 0"),
+        (["--total-steps", "0"], "total_steps=0 must be > 0"),
+        (["--replay.capacity", "0"], "replay.capacity=0 must be > 0"),
+        (["--agent.critic-hidden", "400,-1"], "agent.critic_hidden"),
+        (["--device", "gpu"], "device='gpu' is not valid; allowed: auto, cpu, cuda"),
+        (["--agent.lrr", "1"], "unknown config field 'agent.lrr'"),
+        (["--agent.batch-size", "big"], "agent.batch_size='big' is not an integer"),
+    ],
+)
+def test_bad_values(capsys, no_env, argv, expect):
+    assert expect in _err(capsys, ["train", "mt10-mtsac", *argv])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(capsys, no_env):
+    err = _err(capsys, ["train", "toy-mtsac", "--device", "cuda"])
+    assert "device='cuda'" in err and "not available" in err
+
+
+def test_resume_missing_run(capsys, no_env, tmp_path):
+    err = _err(capsys, ["train", "--resume", str(tmp_path / "nothing")])
+    assert "does not exist" in err
+
+
+def test_no_preset_no_resume(capsys, no_env):
+    assert "name a preset" in _err(capsys, ["train"])
+
+
+def test_eval_of_missing_run(capsys, tmp_path):
+    err = _err(capsys, ["eval", str(tmp_path / "nothing")])
+    assert "does not exist" in err
+
+
+def test_presets_command(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "toy-mtsac" in out and "mt10-mtsac" in out and "mt50-mtsac" in out
+    assert main(["presets", "mt10-mtsac"]) == 0
+    assert "batch_size: 1280" in capsys.readouterr().out
+
+
+def test_split_overrides():
+    rest, ov = split_overrides(["toy-mtsac", "--seed", "3", "--agent.lr=1", "--eval.final",
+                                "--env.tasks", "a,b", "--no-progress", "--total-steps=5"])
+    assert rest == ["toy-mtsac", "--seed", "3", "--no-progress", "--total-steps=5"]
+    assert ov == [("agent.lr", "1"), ("eval.final", "true"), ("env.tasks", "a,b")]
+
+
+def test_train_then_eval_json(capsys, tmp_path):
+    run = tmp_path / "r"
+    code = main(["train", "toy-mtsac", "--run-dir", str(run), "--total-steps", "400",
+                 "--warmup-steps", "200", "--agent.batch-size", "32",
+                 "--agent.actor-hidden", "16,16", "--agent.critic-hidden", "16,16",
+                 "--no-progress", "--eval.final", "false", "--device", "cpu"])
+    assert code == 0
+    capsys.readouterr()
+    out_json = run / "e.json"
+    assert main(["eval", str(run), "--episodes-per-task", "2", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    for k in range(4):
+        assert f"goal-{k}" in out
+    assert "mean" in out
+    data = json.loads(out_json.read_text())
+    assert data["episodes_per_task"] == 2 and data["step"] == 400
+    assert set(data["tasks"]) == {f"goal-{k}" for k in range(4)}
+    assert 0.0 <= data["success_mean"] <= 1.0

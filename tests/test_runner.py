@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_toy_config
+
+import mtrl.runner as runner
+from mtrl.checkpoint import CheckpointManager, load_file, load_tensors
+from mtrl.runner import NonFiniteLossError, ResumeError, train
+
+
+def _final_state(run_dir: Path) -> dict:
+    return load_file(CheckpointManager(run_dir / "checkpoints").latest().path)
+
+
+def _assert_same_tensors(a, b, path="") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_same_tensors(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_tensors(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_two_runs_with_one_seed_are_identical(tmp_path):
+    train(tiny_toy_config(), tmp_path / "a")
+    train(tiny_toy_config(), tmp_path / "b")
+    a, b = _final_state(tmp_path / "a"), _final_state(tmp_path / "b")
+    _assert_same_tensors(a["agent"], b["agent"])
+    assert a["loop"] == b["loop"]
+    c = train(tiny_toy_config(seed=1), tmp_path / "c")
+    assert c.env_steps == 800
+    other = _final_state(tmp_path / "c")
+    assert not torch.equal(other["agent"]["log_alpha"], a["agent"]["log_alpha"])
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full = train(tiny_toy_config(), tmp_path / "full")
+    assert full.env_steps == 800
+    train(tiny_toy_config(total_steps=400), tmp_path / "part")
+    resumed = train(tiny_toy_config(), tmp_path / "part", resume=True)
+    assert resumed.env_steps == 800
+    a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "part")
+    _assert_same_tensors(a["agent"], b["agent"])
+    _assert_same_tensors(a["rng"], b["rng"])
+    _, ra = load_tensors(tmp_path / "full/checkpoints/replay_000000000800.bin")
+    _, rb = load_tensors(tmp_path / "part/checkpoints/replay_000000000800.bin")
+    _assert_same_tensors(ra, rb)
+    assert ra["obs"].shape[1] == 800 // 4  # only the filled part (200 per task) was written
+    meta = json.loads((tmp_path / "part/metadata.json").read_text())
+    assert meta["resumes"][0]["env_steps"] == 400
+
+
+def test_new_run_refuses_to_overwrite_existing_run(tmp_path):
+    train(tiny_toy_config(total_steps=200, warmup_steps=100), tmp_path / "r")
+    before = sorted(p.name for p in (tmp_path / "r/checkpoints").iterdir())
+    with pytest.raises(ResumeError, match="already holds a run"):
+        train(tiny_toy_config(), tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r/checkpoints").iterdir()) == before
+
+
+def test_non_finite_loss_stops_with_name_and_step_and_keeps_last_good(tmp_path, monkeypatch):
+    real_make_env = runner.make_env
+
+    def poisoned(cfg, *, seed, evaluation=False):
+        env = real_make_env(cfg, seed=seed, evaluation=evaluation)
+        if evaluation:
+            return env
+        step = env.step
+        calls = {"n": 0}
+
+        def bad_step(action):
+            obs, rew, term, trunc, info = step(action)
+            calls["n"] += 1
+            if calls["n"] >= 70:  # after the checkpoint at env step 400 (= 50 vector steps)
+                rew = rew * np.nan
+            return obs, rew, term, trunc, info
+
+        env.step = bad_step
+        return env
+
+    monkeypatch.setattr(runner, "make_env", poisoned)
+    with pytest.raises(NonFiniteLossError) as e:
+        train(tiny_toy_config(), tmp_path / "nan")
+    msg = str(e.value)
+    assert "loss/critic" in msg and "env step" in msg and "ckpt_000000000400.pt" in msg
+    latest = CheckpointManager(tmp_path / "nan/checkpoints").latest()
+    assert latest.step == 400
+    state = load_file(latest.path)
+    assert all(torch.isfinite(v).all() for v in state["agent"]["critic"].values())
+
+
+def test_resume_of_missing_or_incompatible_run(tmp_path):
+    with pytest.raises(ResumeError, match="does not exist"):
+        train(tiny_toy_config(), tmp_path / "nope", resume=True)
+    train(tiny_toy_config(total_steps=200, warmup_steps=100), tmp_path / "r")
+    bigger = tiny_toy_config(agent__critic_hidden=[32, 32])
+    with pytest.raises(ResumeError, match="critic"):
+        runner.check_resume_compatible(runner.load_run_config(tmp_path / "r"), bigger,
+                                       tmp_path / "r")
+
+
+def test_eval_json_of_a_trained_run(tmp_path):
+    from mtrl.evaluation import evaluate_run
+
+    train(tiny_toy_config(), tmp_path / "r")
+    ev = evaluate_run(str(tmp_path / "r"), episodes_per_task=3)
+    data = ev.to_json()
+    assert set(data) >= {"run_dir", "checkpoint", "step", "episodes_per_task", "success_mean",
+                         "return_mean", "tasks"}
+    assert data["step"] == 800 and data["episodes_per_task"] == 3
+    assert set(data["tasks"]) == {"goal-0", "goal-1", "goal-2", "goal-3"}
+    for t in data["tasks"].values():
+        assert set(t) == {"success", "return", "episodes"} and t["episodes"] == 3
+    # deterministic: the same numbers again
+    assert evaluate_run(str(tmp_path / "r"), episodes_per_task=3).to_json() == data
+
+
+def test_toy_mtsac_preset_learns(tmp_path):
+    """The full toy-mtsac preset (about half a minute here) reaches >= 0.9 mean success."""
+    from mtrl.presets import get_preset
+
+    cfg = get_preset("toy-mtsac")
+    cfg.log.progress_bar = False
+    cfg.device = "cpu"
+    result = train(cfg, tmp_path / "toy")
+    assert result.final_eval is not None
+    assert result.final_eval.success_mean >= 0.9, result.final_eval.table()
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def _mtrl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mtrl", *args]
+
+
+def _start_long_run(run_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = _mtrl("train", "toy-mtsac", "--run-dir", str(run_dir), "--total-steps", "10000000",
+                "--no-progress", "--device", "cpu", "--checkpoint.every", "400",
+                "--warmup-steps", "200", "--agent.batch-size", "32",
+                "--agent.actor-hidden", "16,16", "--agent.critic-hidden", "16,16",
+                "--eval.every", "0", "--eval.final", "false")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def _wait_for_checkpoints(run_dir: Path, n: int, proc: subprocess.Popen, timeout=120.0) -> None:
+    t0 = time.time()
+    while len(CheckpointManager(run_dir / "checkpoints").list()) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout
+        time.sleep(0.2)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "r"
+    proc = _start_long_run(run_dir)
+    _wait_for_checkpoints(run_dir, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "interrupted at env step" in err and "Traceback" not in err
+    assert "--resume" in err
+    latest = CheckpointManager(run_dir / "checkpoints").latest()
+    state = load_file(latest.path)
+    assert state["loop"]["env_steps"] == latest.step > 400
+
+
+def test_kill_9_then_resume_continues_from_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "r"
+    proc = _start_long_run(run_dir)
+    _wait_for_checkpoints(run_dir, 2, proc)
+    proc.kill()
+    proc.wait()
+    mgr = CheckpointManager(run_dir / "checkpoints")
+    last = mgr.latest()
+    assert load_file(last.path)["loop"]["env_steps"] == last.step  # intact
+    target = last.step + 400
+    res = subprocess.run(_mtrl("train", "--resume", str(run_dir), "--total-steps", str(target)),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["resumes"][-1]["env_steps"] == last.step
+    assert mgr.latest().step == target
+    final = load_file(mgr.latest().path)
+    assert final["loop"]["env_steps"] == target
+    # the replay buffer came back: it holds everything collected (capacity permitting)
+    _, replay = load_tensors(run_dir / "checkpoints" / mgr.latest().manifest["replay_file"])
+    assert int(replay["size"].sum()) == target
+
+
+def test_cli_resume_keeps_the_config(tmp_path):
+    cfg = copy.deepcopy(tiny_toy_config(total_steps=400))
+    train(cfg, tmp_path / "r")
+    res = subprocess.run(_mtrl("train", "--resume", str(tmp_path / "r"), "--total-steps", "800",
+                               "--agent.batch-size", "64"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "agent.batch_size: run has 32, requested 64" in res.stderr
+    # nothing was overwritten
+    assert CheckpointManager(tmp_path / "r/checkpoints").latest().step == 400
