@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, NonFiniteLossError) as e:
         print(f"mtrl: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("mtrl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

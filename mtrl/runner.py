@@ -205,7 +205,11 @@ class Trainer:
         self.train_success = np.full(self.num_tasks, np.nan)
         self.obs: np.ndarray | None = None
         if resume_state is not None:
-            self._restore(resume_state, replay_path)
+            try:
+                self._restore(resume_state, replay_path)
+            except BaseException:
+                self.close()
+                raise
 
     # ------------------------------------------------------------------ resume
     def _read_resume(
@@ -313,10 +317,18 @@ class Trainer:
         )
 
     def run(self) -> TrainResult:
-        cfg = self.cfg
+        """Train until ``total_steps`` (or a signal); always closes envs and the logger."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_run_files()
         logger = RunLogger(self.run_dir, self.task_names)
+        try:
+            return self._run(logger)
+        finally:
+            logger.close()
+            self.close()
+
+    def _run(self, logger: RunLogger) -> TrainResult:
+        cfg = self.cfg
         if not self.resume:
             logger.text("config", "```\n" + C.dump_yaml(cfg) + "\n```")
             logger.hparams(flatten(C.to_dict(cfg)), ["eval/success_mean", "train/success_mean"])
@@ -417,8 +429,6 @@ class Trainer:
             final_eval = self._evaluate(logger)
         last_ckpt = self.save_checkpoint(metrics)
         logger.flush()
-        logger.close()
-        self.close()
         if interrupted:
             print(
                 f"\ninterrupted at env step {self.env_steps}: checkpoint saved to {last_ckpt}\n"
@@ -532,9 +542,4 @@ def train(
         Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     )
     cfg.run_dir = str(run_dir)
-    trainer = Trainer(cfg, run_dir, resume=resume, checkpoint=checkpoint)
-    try:
-        return trainer.run()
-    except BaseException:
-        trainer.close()
-        raise
+    return Trainer(cfg, run_dir, resume=resume, checkpoint=checkpoint).run()

@@ -68,7 +68,7 @@ def test_save_load_roundtrip_continues_identically(tmp_path):
     _fill(a, 12, np.arange(3))
     a.sample(4)
     manifest = a.save(tmp_path / "r.bin")
-    assert manifest["layout"]["obs"]["shape"] == [3, 12, 2]  # only the filled part is stored
+    assert manifest["layout"]["data"]["shape"][:2] == [3, 12]  # only the filled part is stored
     b = MultiTaskReplayBuffer(3, 90, (2,), 1, seed=123)
     b.load(tmp_path / "r.bin")
     _fill(a, 5, np.arange(3), start=12)

@@ -61,7 +61,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     _, ra = load_tensors(tmp_path / "full/checkpoints/replay_000000000800.bin")
     _, rb = load_tensors(tmp_path / "part/checkpoints/replay_000000000800.bin")
     _assert_same_tensors(ra, rb)
-    assert ra["obs"].shape[1] == 800 // 4  # only the filled part (200 per task) was written
+    assert ra["data"].shape[1] == 800 // 4  # only the filled part (200 per task) was written
     meta = json.loads((tmp_path / "part/metadata.json").read_text())
     assert meta["resumes"][0]["env_steps"] == 400
 

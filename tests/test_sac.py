@@ -80,11 +80,11 @@ def np_actor(actor: TanhGaussianActor, obs, task):
 
 def np_critic(critic: TwinQCritic, obs, act, task):
     x = np.concatenate([obs, act, np.eye(TASKS)[task]], 1)
-    (l1, l2) = critic.net.layers
     qs = []
-    for j in range(2):
-        h = np.maximum(x @ _np(l1.weight[j]) + _np(l1.bias[j]), 0)
-        qs.append((h @ _np(l2.weight[j]) + _np(l2.bias[j]))[:, 0])
+    for q in critic.qs:
+        l1, l2 = q[0], q[2]
+        h = np.maximum(x @ _np(l1.weight).T + _np(l1.bias), 0)
+        qs.append((h @ _np(l2.weight).T + _np(l2.bias))[:, 0])
     return np.stack(qs)
 
 

@@ -30,12 +30,14 @@ class Batch(NamedTuple):
 
 
 class MultiTaskReplayBuffer:
-    """One preallocated ring per task, all stored as ``[num_tasks, capacity_per_task, ...]``
-    tensors on ``device``.
+    """One preallocated ring per task on ``device``.
 
-    ``add`` takes one vector-env step (host arrays) and copies it to the device in a single
-    transfer; ``sample(per_task)`` draws ``per_task`` indices uniformly from each task's ring
-    (with replacement) and returns a :class:`Batch`.
+    All fields of a transition live in one float32 row ``[obs, next_obs, action, reward,
+    terminated]`` of a ``[num_tasks * capacity_per_task, width]`` tensor, so that ``add`` is one
+    host-to-device copy and one ``index_copy_``, and ``sample(per_task)`` is one ``index_select``
+    returning a :class:`Batch` whose fields are column views. ``obs``, ``next_obs``, ``action``,
+    ``reward`` and ``terminated`` are ``[num_tasks, capacity_per_task, ...]`` views for
+    inspection. Indices are drawn uniformly (with replacement) from each task's filled slots.
     """
 
     def __init__(
@@ -58,35 +60,60 @@ class MultiTaskReplayBuffer:
         self.obs_dim = int(np.prod(obs_shape))
         self.action_dim = action_dim
         self.device = torch.device(device)
-        T, C = num_tasks, self.capacity_per_task
-        f32 = {"dtype": torch.float32, "device": self.device}
-        self.obs = torch.zeros(T, C, self.obs_dim, **f32)
-        self.next_obs = torch.zeros(T, C, self.obs_dim, **f32)
-        self.action = torch.zeros(T, C, action_dim, **f32)
-        self.reward = torch.zeros(T, C, **f32)
-        self.terminated = torch.zeros(T, C, **f32)
+        T, C, d, a = num_tasks, self.capacity_per_task, self.obs_dim, action_dim
+        # column layout of a row
+        self._cols = {
+            "obs": (0, d),
+            "next_obs": (d, 2 * d),
+            "action": (2 * d, 2 * d + a),
+            "reward": (2 * d + a, 2 * d + a + 1),
+            "terminated": (2 * d + a + 1, 2 * d + a + 2),
+        }
+        self.width = 2 * d + a + 2
+        self.data = torch.zeros(T * C, self.width, dtype=torch.float32, device=self.device)
         self.ptr = np.zeros(T, dtype=np.int64)
         self.size = np.zeros(T, dtype=np.int64)
         self._size_t = torch.zeros(T, dtype=torch.float32, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self._row = torch.arange(T, device=self.device).unsqueeze(1) * C
+        if self.device.type == "cpu":
+            self._data_np = self.data.numpy()
+            self._size_np = self._size_t.numpy()
+        self._slots_cache: tuple[bytes, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self.size.sum())
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._tensors().values())
+        return self.data.numel() * self.data.element_size()
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "obs": self.obs,
-            "next_obs": self.next_obs,
-            "action": self.action,
-            "reward": self.reward,
-            "terminated": self.terminated,
-        }
+    def _field(self, name: str) -> torch.Tensor:
+        lo, hi = self._cols[name]
+        view = self.data.view(self.num_tasks, self.capacity_per_task, self.width)[..., lo:hi]
+        return view.squeeze(-1) if name in ("reward", "terminated") else view
+
+    obs = property(lambda self: self._field("obs"))
+    next_obs = property(lambda self: self._field("next_obs"))
+    action = property(lambda self: self._field("action"))
+    reward = property(lambda self: self._field("reward"))
+    terminated = property(lambda self: self._field("terminated"))
+
+    def _slots(self, task_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per env: its rank among the envs of its task in this step; per task: env count.
+        Cached, since the task of each env never changes."""
+        key = task_id.tobytes()
+        if self._slots_cache is None or self._slots_cache[0] != key:
+            n = task_id.shape[0]
+            order = np.argsort(task_id, kind="stable")
+            sorted_tasks = task_id[order]
+            first = np.searchsorted(sorted_tasks, sorted_tasks, side="left")
+            rank = np.empty(n, dtype=np.int64)
+            rank[order] = np.arange(n) - first
+            counts = np.bincount(task_id, minlength=self.num_tasks)
+            self._slots_cache = (key, rank, counts)
+        return self._slots_cache[1], self._slots_cache[2]
 
     def add(
         self,
@@ -100,40 +127,28 @@ class MultiTaskReplayBuffer:
         """Store one transition per env. ``task_id[i]`` is env i's task."""
         n = obs.shape[0]
         task_id = np.asarray(task_id, dtype=np.int64)
-        # Slot of each env inside its task's ring; several envs of one task take consecutive slots.
-        order = np.argsort(task_id, kind="stable")
-        sorted_tasks = task_id[order]
-        first = np.searchsorted(sorted_tasks, sorted_tasks, side="left")
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n) - first
+        rank, counts = self._slots(task_id)
         slot = (self.ptr[task_id] + rank) % self.capacity_per_task
-        counts = np.bincount(task_id, minlength=self.num_tasks)
-
-        # Pack everything into one host array: one host-to-device copy per step.
-        packed = np.empty((n, 2 * self.obs_dim + self.action_dim + 2), dtype=np.float32)
+        # One host array (rows + their flat index in the last column): one copy to the device.
+        packed = np.empty((n, self.width + 1), dtype=np.float32)
         d, a = self.obs_dim, self.action_dim
         packed[:, :d] = obs.reshape(n, -1)
         packed[:, d : 2 * d] = next_obs.reshape(n, -1)
-        packed[:, 2 * d : 2 * d + a] = np.asarray(action, dtype=np.float32).reshape(n, a)
+        packed[:, 2 * d : 2 * d + a] = np.asarray(action).reshape(n, a)
         packed[:, 2 * d + a] = reward
         packed[:, 2 * d + a + 1] = terminated
-        flat_idx = task_id * self.capacity_per_task + slot
-        both = torch.from_numpy(np.concatenate([packed, flat_idx[:, None].astype(np.float32)], 1))
-        if self.device.type != "cpu":
-            both = both.pin_memory().to(self.device, non_blocking=True)
-        dev = both[:, :-1]
-        # float32 holds integers exactly up to 2**24, far above any per-buffer index here.
-        idx = both[:, -1].long()
-        C = self.capacity_per_task
-        T = self.num_tasks
-        self.obs.view(T * C, d).index_copy_(0, idx, dev[:, :d])
-        self.next_obs.view(T * C, d).index_copy_(0, idx, dev[:, d : 2 * d])
-        self.action.view(T * C, a).index_copy_(0, idx, dev[:, 2 * d : 2 * d + a])
-        self.reward.view(T * C).index_copy_(0, idx, dev[:, 2 * d + a])
-        self.terminated.view(T * C).index_copy_(0, idx, dev[:, 2 * d + a + 1])
-
+        # float32 holds integers exactly up to 2**24, the capacity limit.
+        packed[:, -1] = task_id * self.capacity_per_task + slot
         self.ptr = (self.ptr + counts) % self.capacity_per_task
         self.size = np.minimum(self.size + counts, self.capacity_per_task)
+        if self.device.type == "cpu":
+            # Through NumPy views of the same memory: right after a simulator step the first
+            # torch calls cost ~100 µs each (cold caches); NumPy indexing does not.
+            self._data_np[task_id * self.capacity_per_task + slot] = packed[:, :-1]
+            self._size_np[:] = self.size
+            return
+        both = torch.from_numpy(packed).pin_memory().to(self.device, non_blocking=True)
+        self.data.index_copy_(0, both[:, -1].long(), both[:, :-1])
         self._size_t.copy_(torch.from_numpy(self.size.astype(np.float32)))
 
     def sample(self, per_task: int) -> Batch:
@@ -145,52 +160,51 @@ class MultiTaskReplayBuffer:
         u = torch.rand(T, per_task, device=self.device, generator=self.generator)
         idx = (u * self._size_t.unsqueeze(1)).long()
         idx = torch.minimum(idx, (self._size_t - 1).long().unsqueeze(1))
-        flat = (idx + self._row).view(-1)
-        d, a = self.obs_dim, self.action_dim
-        C = self.capacity_per_task
-        task_id = torch.arange(T, device=self.device).repeat_interleave(per_task)
+        rows = self.data.index_select(0, (idx + self._row).view(-1))
+        c = self._cols
         return Batch(
-            obs=self.obs.view(T * C, d).index_select(0, flat).view(-1, *self.obs_shape),
-            action=self.action.view(T * C, a).index_select(0, flat),
-            reward=self.reward.view(T * C).index_select(0, flat),
-            next_obs=self.next_obs.view(T * C, d).index_select(0, flat).view(-1, *self.obs_shape),
-            terminated=self.terminated.view(T * C).index_select(0, flat),
-            task_id=task_id,
+            obs=rows[:, c["obs"][0] : c["obs"][1]].view(-1, *self.obs_shape),
+            action=rows[:, c["action"][0] : c["action"][1]],
+            reward=rows[:, c["reward"][0]],
+            next_obs=rows[:, c["next_obs"][0] : c["next_obs"][1]].view(-1, *self.obs_shape),
+            terminated=rows[:, c["terminated"][0]],
+            task_id=torch.arange(T, device=self.device).repeat_interleave(per_task),
             num_tasks=T,
         )
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: Path) -> dict[str, Any]:
-        """Write the filled part of the rings, the pointers and the sampling generator's state
-        as raw tensors (see :func:`mtrl.checkpoint.save_tensors`); no pickle, no full copy."""
-        filled = int(self.size.max())
-        tensors = {k: v[:, :filled] for k, v in self._tensors().items()}
-        tensors["ptr"] = torch.from_numpy(self.ptr.copy())
-        tensors["size"] = torch.from_numpy(self.size.copy())
-        tensors["generator"] = self.generator.get_state()
-        return save_tensors(path, tensors, kind="replay", **self._shape_meta(), filled=filled)
-
-    def _shape_meta(self) -> dict[str, int]:
+    def _shape_meta(self) -> dict[str, Any]:
         return {
             "num_tasks": self.num_tasks,
             "capacity_per_task": self.capacity_per_task,
             "obs_dim": self.obs_dim,
             "action_dim": self.action_dim,
+            "columns": {k: list(v) for k, v in self._cols.items()},
         }
+
+    def save(self, path: Path) -> dict[str, Any]:
+        """Write the filled part of the rings, the pointers and the sampling generator's state
+        as raw tensors (see :func:`mtrl.checkpoint.save_tensors`): no pickle, no full copy."""
+        filled = int(self.size.max())
+        data3 = self.data.view(self.num_tasks, self.capacity_per_task, self.width)
+        tensors = {
+            "data": data3[:, :filled],
+            "ptr": torch.from_numpy(self.ptr.copy()),
+            "size": torch.from_numpy(self.size.copy()),
+            "generator": self.generator.get_state(),
+        }
+        return save_tensors(path, tensors, kind="replay", filled=filled, **self._shape_meta())
 
     def load(self, path: Path) -> None:
         """Restore a buffer written by :meth:`save` (same tasks, capacity and shapes)."""
         manifest = read_manifest(Path(path), fmt=TENSORS_FORMAT)
         for key, mine in self._shape_meta().items():
-            if int(manifest.get(key, -1)) != mine:
-                raise ValueError(
-                    f"replay buffer {key}={manifest.get(key)} in {path}, {mine} here"
-                )
+            if manifest.get(key) != mine:
+                raise ValueError(f"replay buffer {key}={manifest.get(key)} in {path}, {mine} here")
         filled = int(manifest["filled"])
-        for tensor in self._tensors().values():
-            tensor.zero_()
-        views = {k: v[:, :filled] for k, v in self._tensors().items()}
-        _, rest = load_tensors(Path(path), into=views)
+        self.data.zero_()
+        data3 = self.data.view(self.num_tasks, self.capacity_per_task, self.width)
+        _, rest = load_tensors(Path(path), into={"data": data3[:, :filled]})
         self.ptr = rest["ptr"].numpy().astype(np.int64).copy()
         self.size = rest["size"].numpy().astype(np.int64).copy()
         self._size_t.copy_(torch.from_numpy(self.size.astype(np.float32)))

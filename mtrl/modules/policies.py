@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtrl.modules.mlp import EnsembleMLP, mlp
+from mtrl.modules.mlp import mlp
 from mtrl.modules.task_encoding import OneHotTaskEncoder
 
 _LOG_2 = math.log(2.0)
@@ -75,8 +75,12 @@ class TanhGaussianActor(nn.Module):
 
 
 class TwinQCritic(nn.Module):
-    """``num_critics`` Q-functions Q_j(s, a, task) on ``[obs, action, one_hot]``, evaluated in one
-    batched pass. Returns ``[num_critics, B]``."""
+    """``num_critics`` independent Q-functions Q_j(s, a, task) on ``[obs, action, one_hot]``.
+    Returns ``[num_critics, B]``.
+
+    The members are separate MLPs: on CPU two plain matmul chains measured ~10% faster than one
+    batched (``EnsembleMLP``) chain for 400-400 critics at batch 1280.
+    """
 
     def __init__(
         self,
@@ -89,10 +93,11 @@ class TwinQCritic(nn.Module):
         super().__init__()
         self.task_encoder = OneHotTaskEncoder(num_tasks)
         self.num_critics = num_critics
-        self.net = EnsembleMLP(num_critics, obs_dim + action_dim + num_tasks, hidden, 1)
+        in_dim = obs_dim + action_dim + num_tasks
+        self.qs = nn.ModuleList(mlp(in_dim, hidden, 1) for _ in range(num_critics))
 
     def forward(
         self, obs: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor
     ) -> torch.Tensor:
         x = torch.cat([obs, action, self.task_encoder(task_id)], dim=-1)
-        return self.net(x).squeeze(-1)
+        return torch.stack([q(x).squeeze(-1) for q in self.qs])
