@@ -26,11 +26,15 @@ from mtrl.checkpoint import atomic_write_text
 class RunLogger:
     """Writes scalars to TensorBoard event files in the run directory."""
 
-    def __init__(self, run_dir: Path, task_names: Sequence[str]) -> None:
+    def __init__(
+        self, run_dir: Path, task_names: Sequence[str], purge_step: int | None = None
+    ) -> None:
+        """``purge_step``: on resume, the step of the checkpoint; TensorBoard then drops the
+        events an interrupted process wrote after it, so curves do not double back."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.task_names = list(task_names)
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.writer.add_scalar(tag, float(value), step)

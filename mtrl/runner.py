@@ -320,7 +320,8 @@ class Trainer:
         """Train until ``total_steps`` (or a signal); always closes envs and the logger."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_run_files()
-        logger = RunLogger(self.run_dir, self.task_names)
+        logger = RunLogger(self.run_dir, self.task_names,
+                           purge_step=self.env_steps if self.resume else None)
         try:
             return self._run(logger)
         finally:
