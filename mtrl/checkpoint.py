@@ -110,7 +110,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], **meta: Any) -> d
                             "shape": list(t.shape), "offset": offset, "nbytes": nbytes}
             rows = [t] if t.dim() == 0 or t.is_contiguous() else list(t.unbind(0))
             for row in rows:
-                data = memoryview(row.contiguous().cpu().numpy()).cast("B")
+                data = row.contiguous().cpu().numpy().data.cast("B")
                 h.update(data)
                 f.write(data)
             offset += nbytes
@@ -168,7 +168,7 @@ def load_tensors(
             for row in rows:
                 staging = row if row.is_contiguous() and row.device.type == "cpu" else \
                     torch.empty(row.shape, dtype=dtype)
-                buf = memoryview(staging.numpy()).cast("B")
+                buf = staging.numpy().data.cast("B")
                 if f.readinto(buf) != len(buf):
                     raise CheckpointError(f"{path}: unexpected end of file reading {name}")
                 if staging is not row:
@@ -265,7 +265,7 @@ class CheckpointManager:
 
     def list(self) -> list[CheckpointInfo]:
         """Complete checkpoints (file and manifest present), oldest first."""
-        out = []
+        out: list[CheckpointInfo] = []
         if not self.dir.exists():
             return out
         for p in self.dir.iterdir():

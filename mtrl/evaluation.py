@@ -167,10 +167,12 @@ def evaluate_run(
     seed_everything(cfg.seed)
     env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
     try:
+        obs_shape = env.single_observation_space.shape or ()
+        act_shape = env.single_action_space.shape or ()
         agent = build_agent(
             cfg.agent,
-            obs_dim=int(np.prod(env.single_observation_space.shape)),
-            action_dim=int(np.prod(env.single_action_space.shape)),
+            obs_dim=int(np.prod(obs_shape)),
+            action_dim=int(np.prod(act_shape)),
             num_tasks=env.num_tasks,
             device=dev,
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -154,8 +155,10 @@ class Trainer:
 
         resume_state: dict[str, Any] | None = None
         replay_path: Path | None = None
+        self.resumed_from: Path | None = None
         if resume:
-            resume_state, replay_path, self.resumed_from = self._read_resume(checkpoint)
+            resume_state, replay_path, resumed = self._read_resume(checkpoint)
+            self.resumed_from = resumed
         else:
             if self.ckpts.latest() is not None or (self.run_dir / "config.yaml").exists():
                 raise ResumeError(
@@ -172,7 +175,7 @@ class Trainer:
             self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
         obs_space = self.env.single_observation_space
         act_space = self.env.single_action_space
-        if not hasattr(act_space, "low"):
+        if not isinstance(act_space, gym.spaces.Box) or obs_space.shape is None:
             raise ConfigError(f"env.name={cfg.env.name!r} has non-Box actions; mtsac needs Box")
         self.obs_shape = tuple(obs_space.shape)
         self.action_dim = int(np.prod(act_space.shape))
@@ -272,7 +275,7 @@ class Trainer:
             env_state = self.env.state_dict()
         except Exception as e:  # e.g. async workers already gone after Ctrl-C
             print(f"warning: env state not saved ({e})", file=sys.stderr)
-        state = {
+        state: dict[str, Any] = {
             "agent": self.agent.state_dict(),
             "loop": {
                 "vec_step": self.vec_step,

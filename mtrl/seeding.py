@@ -25,7 +25,7 @@ def derive_seed(seed: int, purpose: str) -> int:
 def rng_state() -> dict[str, Any]:
     """Global generator states, in a form ``torch.load(weights_only=True)`` accepts."""
     py_version, py_internal, py_gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]
     state: dict[str, Any] = {
         "python": [py_version, list(py_internal), py_gauss],
         "numpy": {

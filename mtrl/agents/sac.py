@@ -77,9 +77,9 @@ class MTSAC:
         self.num_tasks = log_alpha.shape[0]
         self.device = log_alpha.device
         self.critic_target.requires_grad_(False)
-        self._critic_params = list(critic.parameters())
-        self._target_params = list(critic_target.parameters())
-        self._actor_params = list(actor.parameters())
+        self._critic_params: list[torch.Tensor] = list(critic.parameters())
+        self._target_params: list[torch.Tensor] = list(critic_target.parameters())
+        self._actor_params: list[torch.Tensor] = list(actor.parameters())
         self._task_id_cache: tuple[bytes, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ acting

@@ -71,7 +71,7 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         mask = None
         if options is not None and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"], dtype=bool)
-        obs, info = self.env.reset(seed=seed, options=options)
+        obs, info = self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
         sel = slice(None) if mask is None else mask
         self._ep_return[sel] = 0.0
         self._ep_length[sel] = 0

@@ -38,28 +38,28 @@ class MetaWorldMultiTaskEnv(MultiTaskVectorEnv):
     """MultiTaskVectorEnv over a Meta-World vector env (one sub-env per task)."""
 
     def set_goals(self, goal_index: np.ndarray, mask: np.ndarray) -> None:
-        inner = self.env
+        inner: Any = self.env
         if not isinstance(inner, gym.vector.SyncVectorEnv):
             raise RuntimeError("fixing goals per episode needs a sync vector env")
         for i in np.flatnonzero(mask):
             sub = inner.envs[i]
             tasks = sub.get_wrapper_attr("tasks")
-            sub.unwrapped.set_task(tasks[int(goal_index[i]) % len(tasks)])
+            sub.unwrapped.set_task(tasks[int(goal_index[i]) % len(tasks)])  # type: ignore[attr-defined]
 
     def set_terminate_on_success(self, flag: bool) -> None:
-        self.env.call("toggle_terminate_on_success", bool(flag))
+        _vec(self.env).call("toggle_terminate_on_success", bool(flag))
 
     def state_dict(self) -> dict[str, Any]:
         # Only random-generator states: restoring Meta-World's serialized tasks would unpickle
         # data from the checkpoint. Tasks are regenerated from the seed instead.
         rng = []
-        for _env_id, ckpt in self.env.call("get_checkpoint"):
+        for _env_id, ckpt in _vec(self.env).call("get_checkpoint"):
             rng.append({"env_rng_state": ckpt["env_rng_state"], "rng_state": ckpt["rng_state"]})
         return {**super().state_dict(), "rng": rng}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        current = self.env.call("get_checkpoint")
+        current = _vec(self.env).call("get_checkpoint")
         if len(current) != len(state["rng"]):
             raise ValueError("env state has a different number of sub-envs")
         merged = []
@@ -68,7 +68,7 @@ class MetaWorldMultiTaskEnv(MultiTaskVectorEnv):
             ckpt["env_rng_state"] = saved["env_rng_state"]
             ckpt["rng_state"] = saved["rng_state"]
             merged.append((env_id, ckpt))
-        self.env.call("load_checkpoint", merged)
+        _vec(self.env).call("load_checkpoint", merged)
         # Episodes in progress cannot be restored (the physics state is not checkpointed):
         # the caller resets, which starts new episodes on the restored random streams.
 
@@ -93,7 +93,10 @@ def make_metaworld_env(
     if evaluation:
         vector_strategy = "sync"
     mode = gym.vector.AutoresetMode.DISABLED if evaluation else gym.vector.AutoresetMode.SAME_STEP
-    common = {"reward_function_version": REWARD_VERSION, "max_episode_steps": EPISODE_LENGTH}
+    common: dict[str, Any] = {
+        "reward_function_version": REWARD_VERSION,
+        "max_episode_steps": EPISODE_LENGTH,
+    }
 
     if name in _STANDARD:
         env = gym.make_vec(
@@ -105,7 +108,7 @@ def make_metaworld_env(
             **common,
         )
         cls_to_name = {v.__name__: k for k, v in ALL_V3_ENVIRONMENTS.items()}
-        names = [cls_to_name[c] for c in env.get_attr("task_name")]
+        names = [cls_to_name[c] for c in _vec(env).get_attr("task_name")]
         bench = _STANDARD[name]
     elif name == "metaworld":
         if not tasks:
@@ -123,10 +126,10 @@ def make_metaworld_env(
             )
             for idx, task in enumerate(names)
         ]
-        if vector_strategy == "sync":
-            env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
-        else:
-            env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+        vec_cls: Any = (
+            gym.vector.SyncVectorEnv if vector_strategy == "sync" else gym.vector.AsyncVectorEnv
+        )
+        env = vec_cls(fns, autoreset_mode=mode)
         bench = "custom"
     else:
         raise ValueError(f"unknown Meta-World benchmark {name!r}")
@@ -149,9 +152,14 @@ def make_metaworld_env(
         },
     )
     if evaluation:
-        env.call("toggle_sample_tasks_on_reset", False)
+        _vec(env).call("toggle_sample_tasks_on_reset", False)
         mw_env.set_terminate_on_success(True)
     return mw_env
+
+
+def _vec(env: gym.vector.VectorEnv) -> Any:
+    """The Sync/AsyncVectorEnv methods (call, get_attr) that the VectorEnv type lacks."""
+    return env
 
 
 def _version(pkg: str) -> str:

@@ -11,6 +11,8 @@ class OneHotTaskEncoder(nn.Module):
     actor and critics on the concatenation ``[obs, one_hot(task)]`` (Yu et al. 2019,
     Meta-World, Sec. 5)."""
 
+    eye: torch.Tensor
+
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
         self.num_tasks = num_tasks
