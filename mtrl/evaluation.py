@@ -143,7 +143,7 @@ def evaluate_run(
 
     from mtrl import config as C
     from mtrl.agents import build_agent
-    from mtrl.checkpoint import CheckpointManager, load_file
+    from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
     from mtrl.envs import make_env
     from mtrl.runner import ResumeError, load_run_config, resolve_device
     from mtrl.seeding import derive_seed, seed_everything
@@ -176,7 +176,13 @@ def evaluate_run(
             num_tasks=env.num_tasks,
             device=dev,
         )
-        agent.load_state_dict(state["agent"])
+        try:
+            agent.load_state_dict(state["agent"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"checkpoint {ckpt_path} does not fit the networks that {run_dir}/config.yaml "
+                f"describes: {' '.join(str(e).split())[:300]}"
+            ) from e
         agent.eval()
         result = evaluate(agent, env, n, seed=derive_seed(cfg.seed, "eval"))
     finally:

@@ -247,7 +247,8 @@ class Trainer:
             self.agent.load_state_dict(state["agent"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise ResumeError(
-                f"checkpoint {self.resumed_from} does not fit this run's networks: {e}"
+                f"checkpoint {self.resumed_from} does not fit this run's networks: "
+                f"{' '.join(str(e).split())[:300]}"
             ) from e
         if replay is not None:
             try:

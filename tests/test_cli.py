@@ -115,3 +115,35 @@ def test_train_then_eval_json(capsys, tmp_path):
     assert data["episodes_per_task"] == 2 and data["step"] == 400
     assert set(data["tasks"]) == {f"goal-{k}" for k in range(4)}
     assert 0.0 <= data["success_mean"] <= 1.0
+
+
+def test_eval_with_a_checkpoint_that_does_not_fit_the_config(capsys, tmp_path):
+    run = tmp_path / "r"
+    assert main(["train", "toy-mtsac", "--run-dir", str(run), "--total-steps", "200",
+                 "--warmup-steps", "100", "--agent.batch-size", "32",
+                 "--agent.actor-hidden", "16,16", "--agent.critic-hidden", "16,16",
+                 "--no-progress", "--eval.final", "false", "--device", "cpu"]) == 0
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("critic_hidden:\n  - 16\n  - 16",
+                                           "critic_hidden:\n  - 32\n  - 32"))
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit the networks" in err and "Traceback" not in err
+
+
+def test_eval_of_a_truncated_checkpoint_names_it(capsys, tmp_path):
+    run = tmp_path / "r"
+    assert main(["train", "toy-mtsac", "--run-dir", str(run), "--total-steps", "400",
+                 "--warmup-steps", "100", "--agent.batch-size", "32",
+                 "--agent.actor-hidden", "16,16", "--agent.critic-hidden", "16,16",
+                 "--checkpoint.every", "200", "--no-progress", "--eval.final", "false",
+                 "--device", "cpu"]) == 0
+    latest = run / "checkpoints" / "ckpt_000000000400.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes-per-task", "1"]) == 1
+    assert str(latest) in capsys.readouterr().err
+    previous = run / "checkpoints" / "ckpt_000000000200.pt"
+    assert main(["eval", str(run), "--episodes-per-task", "1", "--checkpoint",
+                 str(previous)]) == 0
