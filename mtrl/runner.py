@@ -24,6 +24,7 @@ import torch
 from mtrl import config as C
 from mtrl.agents import build_agent
 from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
+from mtrl.collect import Transitions, VectorCollector
 from mtrl.config import ConfigError, TrainConfig
 from mtrl.data.replay import MultiTaskReplayBuffer
 from mtrl.envs import MultiTaskVectorEnv, make_env
@@ -170,6 +171,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.task_names = C.task_names(cfg.env)
         self.env: MultiTaskVectorEnv = make_env(cfg.env, seed=cfg.seed)
+        self.collector = VectorCollector(self.env)
         self.eval_env: MultiTaskVectorEnv | None = None
         if cfg.eval.every > 0 or cfg.eval.final:
             self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
@@ -179,8 +181,6 @@ class Trainer:
             raise ConfigError(f"env.name={cfg.env.name!r} has non-Box actions; mtsac needs Box")
         self.obs_shape = tuple(obs_space.shape)
         self.action_dim = int(np.prod(act_space.shape))
-        self.act_low = np.asarray(act_space.low, dtype=np.float32)
-        self.act_high = np.asarray(act_space.high, dtype=np.float32)
         self.num_tasks = len(self.task_names)
         self.num_envs = self.env.num_envs
 
@@ -206,7 +206,6 @@ class Trainer:
         self.best_eval: float | None = None
         self.last_eval: EvalResult | None = None
         self.train_success = np.full(self.num_tasks, np.nan)
-        self.obs: np.ndarray | None = None
         if resume_state is not None:
             try:
                 self._restore(resume_state, replay_path)
@@ -262,18 +261,15 @@ class Trainer:
         self.best_eval = loop.get("best_eval")
         self.warmup_rng.bit_generator.state = state["warmup_rng"]
         set_rng_state(state["rng"])
-        env_state = state.get("env")
-        if env_state is not None:
-            self.env.load_state_dict(env_state)
-            if self.env.restores_exactly and "obs" in state:
-                self.obs = state["obs"].numpy()
-        if self.obs is None:
-            self.obs, _ = self.env.reset()
+        if state.get("collector") is not None:
+            self.collector.load_state_dict(state["collector"])
+        else:
+            self.collector.reset()
 
     def _train_state(self) -> dict[str, Any]:
-        env_state = None
+        collector_state = None
         try:
-            env_state = self.env.state_dict()
+            collector_state = self.collector.state_dict()
         except Exception as e:  # e.g. async workers already gone after Ctrl-C
             print(f"warning: env state not saved ({e})", file=sys.stderr)
         state: dict[str, Any] = {
@@ -287,12 +283,10 @@ class Trainer:
             },
             "warmup_rng": self.warmup_rng.bit_generator.state,
             "rng": rng_state(),
-            "env": env_state,
+            "collector": collector_state,
             "config": C.to_dict(self.cfg),
             "task_names": list(self.task_names),
         }
-        if self.obs is not None:
-            state["obs"] = torch.from_numpy(np.ascontiguousarray(self.obs))
         return state
 
     @property
@@ -300,9 +294,6 @@ class Trainer:
         return self.vec_step * self.num_envs
 
     # ------------------------------------------------------------------ loop
-    def _to_env_action(self, a: np.ndarray) -> np.ndarray:
-        return self.act_low + (a + 1.0) * 0.5 * (self.act_high - self.act_low)
-
     def save_checkpoint(self, metrics: _Metrics) -> Path:
         bad = metrics.nonfinite()
         if bad is not None:
@@ -354,9 +345,10 @@ class Trainer:
         total_vec = math.ceil(cfg.total_steps / self.num_envs)
         warm_vec = math.ceil(cfg.warmup_steps / self.num_envs)
         per_task = cfg.agent.batch_size // self.num_tasks
-        task_ids = self.env.task_ids
-        if self.obs is None:
-            self.obs, _ = self.env.reset(seed=cfg.seed)
+        collector = self.collector
+        task_ids = collector.task_ids
+        if collector.obs is None:
+            collector.reset(seed=cfg.seed)
 
         from tqdm import tqdm
 
@@ -376,19 +368,18 @@ class Trainer:
                     action = self.warmup_rng.uniform(-1.0, 1.0, (self.num_envs, self.action_dim))
                     action = action.astype(np.float32)
                 else:
-                    action = self.agent.act(self.obs, task_ids)
+                    assert collector.obs is not None
+                    action = self.agent.act(collector.obs, task_ids)
                     if not np.isfinite(action).all():
                         bad = metrics.nonfinite()
                         self._raise_nonfinite(*(bad or ("actor_output", self.updates)))
-                next_obs, reward, terminated, _truncated, info = self.env.step(
-                    self._to_env_action(action)
-                )
-                self.buffer.add(self.obs, action, reward, info["final_obs"], terminated, task_ids)
-                self.obs = next_obs
+                tr = collector.step(action)
+                self.buffer.add(tr.obs, tr.action, tr.reward, tr.next_obs, tr.terminated,
+                                tr.task_id)
                 self.vec_step += 1
                 bar.update(self.num_envs)
-                if "episode" in info:
-                    self._log_episodes(logger, info)
+                if tr.episode is not None:
+                    self._log_episodes(logger, tr)
 
                 if self.vec_step >= warm_vec:
                     for _ in range(cfg.updates_per_step):
@@ -454,12 +445,12 @@ class Trainer:
             out["train_success"] = f"{np.nanmean(self.train_success):.2f}"
         return out
 
-    def _log_episodes(self, logger: RunLogger, info: dict[str, Any]) -> None:
-        done = info["_episode"]
-        ep = info["episode"]
+    def _log_episodes(self, logger: RunLogger, tr: Transitions) -> None:
+        ep, done = tr.episode, tr.episode_mask
+        assert ep is not None and done is not None
         step = self.env_steps
         for i in np.flatnonzero(done):
-            k = int(self.env.task_ids[i])
+            k = int(tr.task_id[i])
             name = self.task_names[k]
             logger.scalar(f"train/episode_return/{name}", ep["return"][i], step)
             logger.scalar(f"train/success/{name}", float(ep["success"][i]), step)
@@ -517,7 +508,7 @@ class Trainer:
         write_json(meta_path, meta)
 
     def close(self) -> None:
-        self.env.close()
+        self.collector.close()
         if self.eval_env is not None:
             self.eval_env.close()
 
