@@ -336,6 +336,8 @@ class Trainer:
             if stop["signal"] is not None:
                 raise KeyboardInterrupt
             stop["signal"] = signum
+            print("\nstopping after this step and saving a checkpoint "
+                  "(interrupt again to abort without saving)", file=sys.stderr)
 
         old_handlers = {}
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -407,6 +409,7 @@ class Trainer:
                 if cfg.eval.every > 0 and _crossed(prev, env_steps, cfg.eval.every) \
                         and self.vec_step < total_vec:
                     t0 = time.perf_counter()
+                    bar.set_postfix_str("evaluating...", refresh=True)
                     self._evaluate(logger)
                     excluded += time.perf_counter() - t0
                     bar.set_postfix(self._postfix(None, None), refresh=False)
@@ -415,16 +418,16 @@ class Trainer:
                     t0 = time.perf_counter()
                     last_ckpt = self.save_checkpoint(metrics)
                     excluded += time.perf_counter() - t0
+            bar.close()
+            interrupted = stop["signal"] is not None
+            if not interrupted and cfg.eval.final:
+                final_eval = self._evaluate(logger)
+            last_ckpt = self.save_checkpoint(metrics)
+            logger.flush()
         finally:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
-
-        interrupted = stop["signal"] is not None
-        if not interrupted and cfg.eval.final:
-            final_eval = self._evaluate(logger)
-        last_ckpt = self.save_checkpoint(metrics)
-        logger.flush()
         if interrupted:
             print(
                 f"\ninterrupted at env step {self.env_steps}: checkpoint saved to {last_ckpt}\n"
