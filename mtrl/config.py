@@ -17,7 +17,9 @@ from typing import Any, Union
 
 ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete")
 AGENT_NAMES = ("mtsac",)
-COMBINER_NAMES = ("mean",)
+COMBINER_NAMES = ("mean", "pcgrad", "gradnorm", "uncertainty", "dwa")
+# Combiners that reweight losses by their values: defined only for non-negative losses.
+LOSS_BALANCING_COMBINERS = ("gradnorm", "uncertainty", "dwa")
 DEVICES = ("auto", "cpu", "cuda")
 VECTOR_STRATEGIES = ("sync", "async")
 
@@ -40,6 +42,23 @@ class EnvConfig:
     """sync | async vectorization of Meta-World (async uses one process per env)."""
     max_episode_steps: int = 50
     """Episode length of the toy envs. Meta-World episodes are always 500 steps."""
+
+
+@dataclass
+class CombinerConfig:
+    """Options of the gradient combiners (``agent.actor_combiner`` / ``agent.critic_combiner``)."""
+
+    diagnostics_every: int = 1000
+    """Every this many updates, compute the per-task gradient cosine matrix and the fraction of
+    conflicting task pairs (TensorBoard ``grad/...``), for any combiner; 0 disables."""
+    gradnorm_alpha: float = 1.5
+    """GradNorm's asymmetry α (Chen et al. 2018 use 1.5 on NYUv2)."""
+    weight_lr: float = 1e-3
+    """Adam learning rate of the learned loss weights (GradNorm, uncertainty weighting)."""
+    dwa_temperature: float = 2.0
+    """Dynamic Weight Averaging temperature (Liu et al. 2019 use 2)."""
+    dwa_window: int = 1000
+    """Updates per DWA "epoch": weights follow the ratio of the last two windows' mean losses."""
 
 
 @dataclass
@@ -68,7 +87,11 @@ class AgentConfig:
     max_q_value: float | None = None
     """Clip Q targets and predictions to [-v, v] (Meta-World+ uses 5000); None disables."""
     actor_combiner: str = "mean"
+    """How the per-task actor losses become one update: mean | pcgrad (loss-balancing
+    combiners need non-negative losses and are not allowed for the SAC actor)."""
     critic_combiner: str = "mean"
+    """mean | pcgrad | gradnorm | uncertainty | dwa."""
+    combiner: CombinerConfig = field(default_factory=CombinerConfig)
 
 
 @dataclass
@@ -221,6 +244,18 @@ def validate(cfg: TrainConfig) -> None:
     for path in ("actor_combiner", "critic_combiner"):
         if getattr(a, path) not in COMBINER_NAMES:
             raise ConfigError(_choice_msg(f"agent.{path}", getattr(a, path), COMBINER_NAMES))
+    if a.actor_combiner in LOSS_BALANCING_COMBINERS:
+        raise ConfigError(
+            f"agent.actor_combiner={a.actor_combiner!r} weights tasks by their loss values, which "
+            "needs non-negative losses; the SAC actor loss α·log π − Q can be negative. "
+            "Allowed for the actor: mean, pcgrad (use it as agent.critic_combiner)"
+        )
+    c = a.combiner
+    _positive("agent.combiner.diagnostics_every", c.diagnostics_every, allow_zero=True)
+    _positive("agent.combiner.gradnorm_alpha", c.gradnorm_alpha, allow_zero=True)
+    _positive("agent.combiner.weight_lr", c.weight_lr)
+    _positive("agent.combiner.dwa_temperature", c.dwa_temperature)
+    _positive("agent.combiner.dwa_window", c.dwa_window)
     if cfg.env.name == "toy-reach-discrete":
         raise ConfigError(
             "env.name='toy-reach-discrete' has discrete actions, which agent.name='mtsac' "

@@ -50,6 +50,11 @@ class RunLogger:
         for k in idx:
             self.writer.add_scalar(f"{prefix}/{self.task_names[k]}", float(values[k]), step)
 
+    def matrix_image(self, tag: str, matrix: np.ndarray, step: int) -> None:
+        """A ``[T, T]`` matrix of values in [-1, 1] (e.g. gradient cosines, rows and columns in
+        task-id order) as a heat-map image: blue −1, white 0, red +1."""
+        self.writer.add_image(tag, heatmap_rgb(matrix), step, dataformats="HWC")
+
     def text(self, tag: str, text: str) -> None:
         self.writer.add_text(tag, text)
 
@@ -72,6 +77,18 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def heatmap_rgb(matrix: np.ndarray, min_size: int = 256) -> np.ndarray:
+    """``uint8 [H, W, 3]`` diverging heat map of a matrix with values in [-1, 1], each cell
+    enlarged to a square of at least 4 pixels (at least ``min_size`` pixels in all)."""
+    m = np.clip(np.nan_to_num(np.asarray(matrix, dtype=np.float64)), -1.0, 1.0)
+    pos, neg = np.clip(m, 0, 1), np.clip(-m, 0, 1)
+    # White at 0, fading to red (1, 0, 0) for +1 and to blue (0, 0, 1) for −1.
+    rgb = np.stack([1.0 - neg, 1.0 - pos - neg, 1.0 - pos], axis=-1)
+    cell = max(4, -(-min_size // max(m.shape)))
+    img = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -403,6 +403,7 @@ class Trainer:
                     logger.scalars("loss", metrics.pop_means(), env_steps)
                     for name, vals in self.agent.task_metrics().items():
                         logger.per_task(name, vals.cpu().numpy(), env_steps)
+                    self._log_combiners(logger, env_steps)
                     last_log_t, log_env0, log_upd0, excluded = now, env_steps, self.updates, 0.0
                     bar.set_postfix(self._postfix(sps, ups), refresh=False)
 
@@ -436,6 +437,25 @@ class Trainer:
             )
         return TrainResult(self.run_dir, self.env_steps, self.updates, interrupted, last_ckpt,
                            final_eval)
+
+    def _log_combiners(self, logger: RunLogger, step: int) -> None:
+        """Gradient diagnostics (``grad/...``) and combiner state (``combiner/<net>/...``)."""
+        for net, report in self.agent.combiner_reports().items():
+            for key, value in report.items():
+                v = value.detach().cpu().numpy()
+                if key == "cosine":
+                    logger.matrix_image(f"grad/cosine/{net}", v, step)
+                    t = v.shape[0]
+                    if t > 1:
+                        off = v[~np.eye(t, dtype=bool)].reshape(t, t - 1)
+                        logger.scalar(f"grad/cosine_mean/{net}", off.mean(), step)
+                        logger.per_task(f"grad/cosine_to_others/{net}", off.mean(1), step)
+                elif key == "conflict_fraction":
+                    logger.scalar(f"grad/conflict_fraction/{net}", float(v), step)
+                elif v.ndim == 1 and v.shape[0] == len(self.task_names):
+                    logger.per_task(f"combiner/{net}/{key}", v, step)
+                elif v.ndim == 0:
+                    logger.scalar(f"combiner/{net}/{key}", float(v), step)
 
     def _postfix(self, sps: float | None, ups: float | None) -> dict[str, str]:
         if sps is not None:

@@ -74,6 +74,12 @@ class MTSAC:
         self.hp = hparams
         self.actor_combiner = actor_combiner or MeanCombiner()
         self.critic_combiner = critic_combiner or MeanCombiner()
+        if self.actor_combiner is self.critic_combiner:
+            raise ValueError("actor and critic need separate combiner instances")
+        # Combiners hook the networks they combine gradients for (per-task gradients from one
+        # backward pass); the frozen critic inside the actor loss is not recorded.
+        self.actor_combiner.watch(actor)
+        self.critic_combiner.watch(critic)
         self.num_tasks = log_alpha.shape[0]
         self.device = log_alpha.device
         self.critic_target.requires_grad_(False)
@@ -167,6 +173,11 @@ class MTSAC:
         """Per-task values to log by task name: ``alpha`` of shape [num_tasks]."""
         return {"alpha": self.log_alpha.detach().exp()}
 
+    def combiner_reports(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What each gradient combiner has to report since the last call (gradient cosine
+        matrices, conflict fractions, loss weights), keyed by network."""
+        return {"actor": self.actor_combiner.report(), "critic": self.critic_combiner.report()}
+
     @torch.no_grad()
     def _target(self, batch: Batch, alpha_b: torch.Tensor) -> torch.Tensor:
         next_action, next_log_prob = self.actor.sample(batch.next_obs, batch.task_id)
@@ -197,6 +208,8 @@ class MTSAC:
             "actor_optim": self.actor_optim.state_dict(),
             "critic_optim": self.critic_optim.state_dict(),
             "alpha_optim": self.alpha_optim.state_dict(),
+            "actor_combiner": self.actor_combiner.state_dict(),
+            "critic_combiner": self.critic_combiner.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -213,6 +226,8 @@ class MTSAC:
         self.actor_optim.load_state_dict(state["actor_optim"])
         self.critic_optim.load_state_dict(state["critic_optim"])
         self.alpha_optim.load_state_dict(state["alpha_optim"])
+        self.actor_combiner.load_state_dict(state["actor_combiner"])
+        self.critic_combiner.load_state_dict(state["critic_combiner"])
         self._task_id_cache = None
 
     def train(self) -> None:

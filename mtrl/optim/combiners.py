@@ -2,38 +2,182 @@
 
 Agents never call ``backward`` on a scalar they reduced themselves; they hand the per-task loss
 vector to a combiner. That is how PCGrad-style methods plug into any agent without subclassing
-it: a combiner may compute per-task gradients of ``params`` and merge them however it likes.
+it. The contract:
+
+* ``watch(module)`` once, for every network whose parameters the combiner will receive; this
+  hooks its linear layers so that per-task gradients come from one backward pass
+  (:mod:`mtrl.optim.task_grads`).
+* ``backward(task_losses, params)`` once per update, after the forward pass that produced
+  ``task_losses`` (shape ``[T]``, one mean loss per task of a task-stratified batch); it
+  accumulates gradients into ``p.grad`` for ``params``. The objective is scaled as the mean over
+  tasks, so every combiner gives the same gradient as ``mean`` when it has nothing to correct.
+* ``report()`` returns what to log: scalar diagnostics, per-task values (e.g. loss weights) and,
+  every ``diagnostics_every`` updates, the ``[T, T]`` cosine-similarity matrix of the per-task
+  gradients of the shared parameters and the fraction of conflicting task pairs. Any combiner
+  computes these diagnostics, ``mean`` included.
+* ``state_dict()`` / ``load_state_dict()`` for combiners with state (loss weights, histories).
+
+Subclasses of :class:`GradientCombiner` choose loss weights (``loss_weights``), how per-task
+gradients are mixed (``mix``) and what they learn after the backward (``after_backward``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-from mtrl.config import COMBINER_NAMES
+from mtrl.config import COMBINER_NAMES, CombinerConfig
+from mtrl.optim.pcgrad import conflict_fraction, cosine_matrix, pcgrad_weights, random_orders
+from mtrl.optim.task_grads import TaskGradients, TaskGradientTracker
 
 
 class Combiner(Protocol):
     name: str
+
+    def watch(self, module: nn.Module) -> None: ...
 
     def backward(self, task_losses: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
         """Accumulate gradients of ``params`` from ``task_losses`` (shape ``[num_tasks]``)
         into their ``.grad`` fields."""
         ...
 
+    def report(self) -> dict[str, torch.Tensor]: ...
 
-class MeanCombiner:
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class GradientCombiner:
+    """Base class: the mean objective ``(1/T) Σ_k λ_k L_k`` with loss weights ``λ`` (1 unless a
+    subclass says otherwise) and optional per-task-gradient surgery and diagnostics."""
+
+    name = "base"
+    #: True if ``mix`` or ``after_backward`` needs the per-task gradients at every update.
+    needs_task_grads = False
+
+    def __init__(self, diagnostics_every: int = 0) -> None:
+        if diagnostics_every < 0:
+            raise ValueError(f"diagnostics_every={diagnostics_every} must be >= 0")
+        self.diagnostics_every = diagnostics_every
+        self.tracker = TaskGradientTracker()
+        self.steps = 0
+        self._cosine: torch.Tensor | None = None
+        self._conflict: torch.Tensor | None = None
+        self._arm()
+
+    # ---------------------------------------------------------------- contract
+    def watch(self, module: nn.Module) -> None:
+        self.tracker.watch(module)
+
+    def backward(self, task_losses: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+        num_tasks = task_losses.shape[0]
+        lam = self.loss_weights(task_losses)
+        if self.tracker.armed:
+            tg = self.tracker.compute(task_losses, params, weights=lam)
+            gram = tg.gram()
+            if self._diagnostics_due():
+                self._cosine = cosine_matrix(gram.detach())
+                self._conflict = conflict_fraction(gram.detach())
+            mix = self.mix(tg, gram)
+            if mix is None:
+                mix = torch.ones(num_tasks, device=gram.device, dtype=gram.dtype)
+            tg.apply(mix / num_tasks, 1.0 / num_tasks)
+            self.after_backward(task_losses.detach(), gram.detach())
+        else:
+            self.tracker.clear()
+            weighted = task_losses if lam is None else lam * task_losses
+            (weighted.sum() / num_tasks).backward()
+            self.after_backward(task_losses.detach(), None)
+        self.steps += 1
+        self._arm()
+
+    def report(self) -> dict[str, torch.Tensor]:
+        """Diagnostics since the last call: ``cosine`` ``[T, T]`` and ``conflict_fraction``
+        (only after a diagnostic update), plus subclass values."""
+        out: dict[str, torch.Tensor] = {}
+        if self._cosine is not None and self._conflict is not None:
+            out["cosine"] = self._cosine
+            out["conflict_fraction"] = self._conflict
+            self._cosine = self._conflict = None
+        out.update(self.extra_report())
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self._arm()
+
+    # ---------------------------------------------------------------- for subclasses
+    def loss_weights(self, task_losses: torch.Tensor) -> torch.Tensor | None:
+        """Detached per-task weights ``λ`` of this update's objective (None: all ones)."""
+        return None
+
+    def mix(self, grads: TaskGradients, gram: torch.Tensor) -> torch.Tensor | None:
+        """Coefficients ``w`` of the shared-parameter update ``(1/T) Σ_k w_k ∇(λ_k L_k)``
+        given the per-task gradients and their Gram matrix (None: all ones)."""
+        return None
+
+    def after_backward(self, task_losses: torch.Tensor, gram: torch.Tensor | None) -> None:
+        """Learn from this update (e.g. adapt loss weights); ``gram`` is None when per-task
+        gradients were not computed."""
+
+    def extra_report(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    # ---------------------------------------------------------------- internals
+    def _diagnostics_due(self) -> bool:
+        return self.diagnostics_every > 0 and self.steps % self.diagnostics_every == 0
+
+    def _arm(self) -> None:
+        # The forward pass of the next update runs before its backward: decide now whether
+        # that forward must record activations.
+        self.tracker.armed = self.needs_task_grads or self._diagnostics_due()
+
+
+class MeanCombiner(GradientCombiner):
     """The standard multi-task objective: the gradient of the mean of the task losses."""
 
     name = "mean"
 
-    def backward(self, task_losses: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
-        task_losses.mean().backward()
+
+class PCGradCombiner(GradientCombiner):
+    """PCGrad (Yu et al. 2020, Algorithm 1) on the shared parameters; see
+    :mod:`mtrl.optim.pcgrad`. With the mean scaling of this module the update is
+    ``(1/T) Σ_i g_i^PC``: equal to ``mean`` when no pair of task gradients conflicts.
+    Task-specific parameters keep their own gradients. The random orders come from torch's
+    global generator on the loss's device (seeded and checkpointed with the run)."""
+
+    name = "pcgrad"
+    needs_task_grads = True
+
+    def mix(self, grads: TaskGradients, gram: torch.Tensor) -> torch.Tensor:
+        orders = random_orders(gram.shape[0], device=gram.device)
+        return pcgrad_weights(gram.detach(), orders).to(gram.dtype)
 
 
-def make_combiner(name: str) -> Combiner:
+def make_combiner(name: str, cfg: CombinerConfig | None = None) -> GradientCombiner:
+    """The combiner called ``name`` with the options of ``cfg`` (defaults if None)."""
+    cfg = cfg or CombinerConfig()
     if name == "mean":
-        return MeanCombiner()
+        return MeanCombiner(cfg.diagnostics_every)
+    if name == "pcgrad":
+        return PCGradCombiner(cfg.diagnostics_every)
+    from mtrl.optim import balancing
+
+    if name == "gradnorm":
+        return balancing.GradNormCombiner(
+            cfg.diagnostics_every, alpha=cfg.gradnorm_alpha, lr=cfg.weight_lr
+        )
+    if name == "uncertainty":
+        return balancing.UncertaintyCombiner(cfg.diagnostics_every, lr=cfg.weight_lr)
+    if name == "dwa":
+        return balancing.DWACombiner(
+            cfg.diagnostics_every, temperature=cfg.dwa_temperature, window=cfg.dwa_window
+        )
     raise ValueError(f"unknown combiner {name!r}; allowed: {', '.join(COMBINER_NAMES)}")
