@@ -42,6 +42,9 @@ class EnvConfig:
     """sync | async vectorization of Meta-World (async uses one process per env)."""
     max_episode_steps: int = 50
     """Episode length of the toy envs. Meta-World episodes are always 500 steps."""
+    reward_scales: list[float] = field(default_factory=list)
+    """Multiply task k's rewards by reward_scales[k] (one positive number per task), e.g. to
+    test PopArt on tasks whose rewards differ by orders of magnitude; empty: unscaled."""
 
 
 @dataclass
@@ -86,6 +89,12 @@ class AgentConfig:
     """Clip each network's global gradient norm to this value; None disables clipping."""
     max_q_value: float | None = None
     """Clip Q targets and predictions to [-v, v] (Meta-World+ uses 5000); None disables."""
+    popart: bool = False
+    """PopArt-normalized critics (per-task value heads and statistics; Hessel et al. 2019)."""
+    popart_beta: float = 3e-4
+    """Step size β of PopArt's running moments (Hessel et al. 2019 use 3e-4)."""
+    popart_actor_scale: bool = True
+    """With PopArt, divide each task's actor loss by its σ (scale-invariant actor gradients)."""
     actor_combiner: str = "mean"
     """How the per-task actor losses become one update: mean | pcgrad (loss-balancing
     combiners need non-negative losses and are not allowed for the SAC actor)."""
@@ -195,6 +204,14 @@ def validate(cfg: TrainConfig) -> None:
     names = task_names(cfg.env)
     num_tasks = len(names)
     num_envs = num_tasks * cfg.env.envs_per_task
+    if cfg.env.reward_scales:
+        if len(cfg.env.reward_scales) != num_tasks:
+            raise ConfigError(
+                f"env.reward_scales has {len(cfg.env.reward_scales)} entries; it needs one per "
+                f"task ({num_tasks}) or none"
+            )
+        if any(not s > 0 for s in cfg.env.reward_scales):
+            raise ConfigError(f"env.reward_scales={cfg.env.reward_scales} must all be > 0")
 
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
@@ -250,6 +267,8 @@ def validate(cfg: TrainConfig) -> None:
             "needs non-negative losses; the SAC actor loss α·log π − Q can be negative. "
             "Allowed for the actor: mean, pcgrad (use it as agent.critic_combiner)"
         )
+    if not 0.0 < a.popart_beta <= 1.0:
+        raise ConfigError(f"agent.popart_beta={a.popart_beta!r} must be in (0, 1]")
     c = a.combiner
     _positive("agent.combiner.diagnostics_every", c.diagnostics_every, allow_zero=True)
     _positive("agent.combiner.gradnorm_alpha", c.gradnorm_alpha, allow_zero=True)

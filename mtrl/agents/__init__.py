@@ -34,10 +34,13 @@ def build_agent(
             target_entropy=target_entropy,
             grad_clip=cfg.grad_clip,
             max_q_value=cfg.max_q_value,
+            popart_actor_scale=cfg.popart_actor_scale,
         ),
         actor_combiner=make_combiner(cfg.actor_combiner, cfg.combiner),
         critic_combiner=make_combiner(cfg.critic_combiner, cfg.combiner),
         log_std_min=cfg.log_std_min,
         log_std_max=cfg.log_std_max,
+        popart=cfg.popart,
+        popart_beta=cfg.popart_beta,
         device=device,
     )

@@ -17,6 +17,22 @@ For a task-stratified batch (task k's rows are block k), with α_k = exp(log α_
   ``L_α[k] = −log α_k · E_{s∈k}[log π(ã|s) + H̄]``, with target entropy H̄ (default −|A|);
 * target networks: ``θ̄ ← τ θ + (1 − τ) θ̄`` after every critic step.
 
+With PopArt (van Hasselt et al. 2016, Algorithm 1; Hessel et al. 2019, "Multi-task Deep
+Reinforcement Learning with PopArt", Sec. 3) the critics end in per-task heads whose outputs
+``n`` are normalized values, ``Q = σ_k n + μ_k``. Each update, in this order:
+
+1. the target ``y`` is computed in unnormalized units with the current statistics;
+2. the per-task statistics (μ, σ) → (μ', σ') take this batch's targets, and every head using
+   them (both online critics *and* both target critics) is rescaled so that its unnormalized
+   outputs do not change: ``W' = σ/σ' W``, ``b' = (σ b + μ − μ')/σ'``;
+3. the critic loss is ``½ Σ_j (n_j(s, a) − (y − μ'_k)/σ'_k)²``: targets are normalized with the
+   statistics of the step that produced them, never stale ones.
+
+The actor sees unnormalized Q. With ``popart_actor_scale`` each task's actor loss is divided by
+its σ_k (detached), the SAC analogue of the normalized policy gradient of Hessel et al.: it
+leaves each task's optimum unchanged and keeps a task with large rewards from dominating the
+shared actor's gradient.
+
 The per-task vectors ``L_Q`` and ``L_π`` go to gradient combiners (``mtrl.optim``), ``mean``
 by default. ``L_α[k]`` depends only on ``log α_k``, so each temperature moves only with its
 own task's samples.
@@ -33,6 +49,7 @@ from torch import nn
 
 from mtrl.data.replay import Batch
 from mtrl.modules.policies import TanhGaussianActor, TwinQCritic
+from mtrl.modules.popart import PopArtStatistics, TaskValueHead, preserve_outputs_
 from mtrl.optim.combiners import Combiner, MeanCombiner
 
 
@@ -43,6 +60,7 @@ class SACHyperparams:
     target_entropy: float = -4.0
     grad_clip: float | None = None
     max_q_value: float | None = None
+    popart_actor_scale: bool = True
 
 
 class MTSAC:
@@ -125,8 +143,15 @@ class MTSAC:
 
         # Critic (Eq. 5)
         y = self._target(batch, alpha_b)
-        q = self._clip(self.critic(batch.obs, batch.action, batch.task_id))
-        critic_losses = self._per_task(0.5 * (q - y).pow(2).sum(0), batch)
+        popart = self.critic.popart
+        if popart is None:
+            q = self._clip(self.critic(batch.obs, batch.action, batch.task_id))
+            critic_losses = self._per_task(0.5 * (q - y).pow(2).sum(0), batch)
+        else:
+            y_norm = self._popart_step(y, batch)
+            q_norm = self.critic.normalized(batch.obs, batch.action, batch.task_id)
+            critic_losses = self._per_task(0.5 * (q_norm - y_norm).pow(2).sum(0), batch)
+            q = popart.denormalize_ids(q_norm.detach(), batch.task_id)
         self.critic_optim.zero_grad(set_to_none=True)
         self.critic_combiner.backward(critic_losses, self._critic_params)
         critic_gn = self._clip_grad(self._critic_params)
@@ -140,6 +165,8 @@ class MTSAC:
         finally:
             self.critic.requires_grad_(True)
         actor_losses = self._per_task(alpha_b * log_prob - q_pi, batch)
+        if popart is not None and self.hp.popart_actor_scale:
+            actor_losses = actor_losses / popart.sigma.detach()
         self.actor_optim.zero_grad(set_to_none=True)
         self.actor_combiner.backward(actor_losses, self._actor_params)
         actor_gn = self._clip_grad(self._actor_params)
@@ -170,8 +197,28 @@ class MTSAC:
         return metrics
 
     def task_metrics(self) -> dict[str, torch.Tensor]:
-        """Per-task values to log by task name: ``alpha`` of shape [num_tasks]."""
-        return {"alpha": self.log_alpha.detach().exp()}
+        """Per-task values to log by task name: ``alpha`` and, with PopArt, ``popart/mu`` and
+        ``popart/sigma``, each of shape [num_tasks]."""
+        out = {"alpha": self.log_alpha.detach().exp()}
+        if self.critic.popart is not None:
+            out["popart/mu"] = self.critic.popart.mu.detach().clone()
+            out["popart/sigma"] = self.critic.popart.sigma.detach().clone()
+        return out
+
+    @torch.no_grad()
+    def _popart_step(self, y: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Update the PopArt statistics with this batch's targets, rescale every head that
+        uses them (online and target critics) and return the targets normalized with the new
+        statistics."""
+        popart = self.critic.popart
+        assert popart is not None
+        y_tasks = y.view(batch.num_tasks, batch.per_task)
+        old_mu, old_sigma, new_mu, new_sigma = popart.update(y_tasks)
+        for critic in (self.critic, self.critic_target):
+            for head in critic.heads:
+                assert isinstance(head, TaskValueHead)
+                preserve_outputs_(head.weight, head.bias, old_mu, old_sigma, new_mu, new_sigma)
+        return popart.normalize(y_tasks).view(-1)
 
     def combiner_reports(self) -> dict[str, dict[str, torch.Tensor]]:
         """What each gradient combiner has to report since the last call (gradient cosine
@@ -255,6 +302,8 @@ def build_mtsac(
     critic_combiner: Combiner | None = None,
     log_std_min: float = -20.0,
     log_std_max: float = 2.0,
+    popart: bool = False,
+    popart_beta: float = 3e-4,
     device: torch.device | str = "cpu",
 ) -> MTSAC:
     """Build the networks, target critics, temperatures and Adam optimizers of an MT-SAC agent."""
@@ -263,8 +312,12 @@ def build_mtsac(
         obs_dim, action_dim, num_tasks, actor_hidden,
         log_std_min=log_std_min, log_std_max=log_std_max,
     ).to(device)
-    critic = TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden).to(device)
-    critic_target = TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden).to(device)
+    # One set of PopArt statistics, shared by the online and the target critics.
+    stats = PopArtStatistics(num_tasks, beta=popart_beta) if popart else None
+    critic = TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden, popart=stats).to(device)
+    critic_target = TwinQCritic(
+        obs_dim, action_dim, num_tasks, critic_hidden, popart=stats
+    ).to(device)
     critic_target.load_state_dict(critic.state_dict())
     log_alpha = nn.Parameter(
         torch.full((num_tasks,), float(np.log(init_alpha)), device=device)

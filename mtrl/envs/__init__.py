@@ -15,6 +15,13 @@ def make_env(cfg: EnvConfig, *, seed: int, evaluation: bool = False) -> MultiTas
     Evaluation envs have autoreset disabled and end episodes at the first success, so that the
     evaluator can run a fixed number of episodes per task, one per goal.
     """
+    env = _make(cfg, seed=seed, evaluation=evaluation)
+    if cfg.reward_scales:
+        env.set_reward_scales(cfg.reward_scales)
+    return env
+
+
+def _make(cfg: EnvConfig, *, seed: int, evaluation: bool) -> MultiTaskVectorEnv:
     if cfg.name in ("toy-reach", "toy-reach-discrete"):
         from mtrl.envs.toy import make_toy_env
 

@@ -63,6 +63,7 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         self._ep_return = np.zeros(n, dtype=np.float64)
         self._ep_length = np.zeros(n, dtype=np.int64)
         self._ep_success = np.zeros(n, dtype=bool)
+        self._reward_scale: np.ndarray | None = None
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -84,6 +85,8 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         obs, reward, terminated, truncated, raw = self.env.step(actions)
         obs = np.asarray(obs, dtype=np.float32)
         reward = np.asarray(reward, dtype=np.float32)
+        if self._reward_scale is not None:
+            reward = reward * self._reward_scale
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)
         done = terminated | truncated
@@ -116,6 +119,15 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
                 self._ep_length[done] = 0
                 self._ep_success[done] = False
         return obs, reward, terminated, truncated, info
+
+    def set_reward_scales(self, scales: list[float] | np.ndarray) -> None:
+        """Multiply task ``k``'s rewards (and so its returns) by ``scales[k]`` — e.g. to give
+        tasks rewards of very different magnitudes and test scale-invariant learning."""
+        s = np.asarray(scales, dtype=np.float32)
+        if s.shape != (self.num_tasks,):
+            raise ValueError(f"need one reward scale per task ({self.num_tasks}), got {s.shape}")
+        self._reward_scale = s[self.task_ids]
+        self.benchmark["reward_scales"] = [float(x) for x in s]
 
     # ------------------------------------------------------------------ backend hooks
     def set_goals(self, goal_index: np.ndarray, mask: np.ndarray) -> None:
