@@ -116,6 +116,20 @@ def _apply_common(
         cfg.log.progress_bar = False
 
 
+def _shorten_warmup(cfg: C.TrainConfig, overrides: list[tuple[str, str]]) -> None:
+    """A short run (``--total-steps`` below the preset's warm-up, e.g. a 20k-step smoke test of
+    an MT10 preset whose warm-up is 40k) would never update the agent. Unless the user set the
+    warm-up explicitly, use a quarter of the run instead, and say so; config.yaml records it."""
+    explicit = any(k.replace("-", "_") == "warmup_steps" for k, _ in overrides)
+    if explicit or cfg.warmup_steps < cfg.total_steps:
+        return
+    new = cfg.total_steps // 4
+    print(f"note: warmup_steps={cfg.warmup_steps} >= total_steps={cfg.total_steps}, so the run "
+          f"would never update the agent; using warmup_steps={new} (set --warmup-steps to "
+          "choose)", file=sys.stderr)
+    cfg.warmup_steps = new
+
+
 def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     from mtrl.presets import get_preset
     from mtrl.runner import check_resume_compatible, load_run_config, train
@@ -146,6 +160,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int
         if args.run_dir:
             cfg.run_dir = args.run_dir
         C.validate(cfg)
+        _shorten_warmup(cfg, overrides)
         result = train(cfg, cfg.run_dir)
     if result.final_eval is not None:
         print(result.final_eval.table())

@@ -147,3 +147,23 @@ def test_eval_of_a_truncated_checkpoint_names_it(capsys, tmp_path):
     previous = run / "checkpoints" / "ckpt_000000000200.pt"
     assert main(["eval", str(run), "--episodes-per-task", "1", "--checkpoint",
                  str(previous)]) == 0
+
+
+def test_short_run_of_a_long_preset_shortens_the_warmup(monkeypatch, capsys):
+    seen = []
+
+    def fake_train(cfg, run_dir, **kw):
+        seen.append(cfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runner, "train", fake_train)
+    with pytest.raises(SystemExit):
+        main(["train", "mt10-pcgrad-sac", "--total-steps", "20000"])
+    assert seen[-1].warmup_steps == 5000 and seen[-1].total_steps == 20000
+    assert "warmup_steps=40000 >= total_steps=20000" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "mt10-pcgrad-sac", "--total-steps", "20000", "--warmup-steps", "30000"])
+    assert seen[-1].warmup_steps == 30000
+    with pytest.raises(SystemExit):
+        main(["train", "mt10-mtsac", "--total-steps", "50000"])
+    assert seen[-1].warmup_steps == 40000
