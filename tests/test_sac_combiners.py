@@ -133,3 +133,20 @@ def test_loss_balancing_combiners_are_refused_for_the_actor():
     with pytest.raises(ConfigError, match=r"agent\.combiner\.dwa_window"):
         validate(cfg)
 
+
+
+def test_pcgrad_leaves_popart_heads_to_their_own_task_gradients():
+    from mtrl.agents import build_agent
+    from mtrl.config import AgentConfig
+
+    torch.manual_seed(0)
+    cfg = AgentConfig(actor_hidden=[8], critic_hidden=[8, 8], batch_size=6, popart=True,
+                      actor_combiner="pcgrad", critic_combiner="pcgrad")
+    agent = build_agent(cfg, obs_dim=2, action_dim=1, num_tasks=2, device=torch.device("cpu"))
+    tracker = agent.critic_combiner.tracker
+    heads = [p for h in agent.critic.heads for p in h.parameters()]
+    assert all(tracker.is_task_specific(p) for p in heads)
+    assert not any(tracker.is_task_specific(p) for p in agent.critic.trunks.parameters())
+    for seed in range(3):
+        metrics = agent.update(_conflicting_batch(seed))
+        assert all(torch.isfinite(v).all() for v in metrics.values())
