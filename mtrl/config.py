@@ -17,6 +17,9 @@ from typing import Any, Union
 
 ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete")
 AGENT_NAMES = ("mtsac",)
+ARCH_NAMES = ("mlp", "multihead", "soft-modular", "moe")
+TASK_ENCODER_NAMES = ("one-hot", "embedding")
+GATING_NAMES = ("care", "mmoe")
 COMBINER_NAMES = ("mean", "pcgrad", "gradnorm", "uncertainty", "dwa")
 # Combiners that reweight losses by their values: defined only for non-negative losses.
 LOSS_BALANCING_COMBINERS = ("gradnorm", "uncertainty", "dwa")
@@ -65,6 +68,34 @@ class CombinerConfig:
 
 
 @dataclass
+class ArchConfig:
+    """Sizes of the task-conditioned architectures (``agent.actor_arch`` / ``critic_arch``).
+    ``mlp`` and ``multihead`` take their hidden sizes from ``agent.actor_hidden`` /
+    ``agent.critic_hidden``; ``moe`` uses them for its head MLP."""
+
+    task_encoder: str = "one-hot"
+    """one-hot | embedding: how mlp, multihead and moe see the task id."""
+    task_embedding_dim: int = 64
+    """Size of the learned task embedding (task_encoder=embedding)."""
+    num_layers: int = 2
+    """soft-modular: layers L of the base network (paper: 2 on MT10, 4 on MT50)."""
+    num_modules: int = 2
+    """soft-modular: modules m per layer (paper: 2 on MT10, 4 on MT50)."""
+    module_dim: int = 256
+    """soft-modular: units d of each module."""
+    embedding_dim: int = 400
+    """soft-modular: size D of the observation and task embeddings."""
+    routing_dim: int = 256
+    """soft-modular: hidden size of the observation-embedding MLP f(s)."""
+    num_experts: int = 4
+    """moe: number of shared expert encoders k."""
+    expert_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    """moe: hidden sizes of each expert encoder (the last one is the representation size)."""
+    gating: str = "care"
+    """moe: care (task context attends over experts) | mmoe (one input-dependent gate per task)."""
+
+
+@dataclass
 class AgentConfig:
     """MT-SAC hyperparameters. Defaults follow the Meta-World+ MTSAC baseline (McLean et al.
     2025, metaworld-algorithms): 400-400 MLPs, batch 1280, lr 3e-4, gamma 0.99, tau 0.005,
@@ -101,6 +132,11 @@ class AgentConfig:
     critic_combiner: str = "mean"
     """mean | pcgrad | gradnorm | uncertainty | dwa."""
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
+    actor_arch: str = "mlp"
+    """mlp | multihead | soft-modular | moe (sizes in agent.arch)."""
+    critic_arch: str = "mlp"
+    """mlp | multihead | soft-modular | moe (sizes in agent.arch)."""
+    arch: ArchConfig = field(default_factory=ArchConfig)
 
 
 @dataclass
@@ -269,6 +305,21 @@ def validate(cfg: TrainConfig) -> None:
         )
     if not 0.0 < a.popart_beta <= 1.0:
         raise ConfigError(f"agent.popart_beta={a.popart_beta!r} must be in (0, 1]")
+    for path in ("actor_arch", "critic_arch"):
+        if getattr(a, path) not in ARCH_NAMES:
+            raise ConfigError(_choice_msg(f"agent.{path}", getattr(a, path), ARCH_NAMES))
+    ar = a.arch
+    if ar.task_encoder not in TASK_ENCODER_NAMES:
+        raise ConfigError(_choice_msg("agent.arch.task_encoder", ar.task_encoder,
+                                      TASK_ENCODER_NAMES))
+    if ar.gating not in GATING_NAMES:
+        raise ConfigError(_choice_msg("agent.arch.gating", ar.gating, GATING_NAMES))
+    for name in ("task_embedding_dim", "num_layers", "num_modules", "module_dim",
+                 "embedding_dim", "routing_dim", "num_experts"):
+        _positive(f"agent.arch.{name}", getattr(ar, name))
+    if len(ar.expert_hidden) == 0 or any(h <= 0 for h in ar.expert_hidden):
+        raise ConfigError(f"agent.arch.expert_hidden={ar.expert_hidden!r} must be a non-empty "
+                          "list of positive integers")
     c = a.combiner
     _positive("agent.combiner.diagnostics_every", c.diagnostics_every, allow_zero=True)
     _positive("agent.combiner.gradnorm_alpha", c.gradnorm_alpha, allow_zero=True)

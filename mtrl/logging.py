@@ -91,6 +91,19 @@ def heatmap_rgb(matrix: np.ndarray, min_size: int = 256) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
+def tile_matrices(mats: np.ndarray, gap: int = 1) -> np.ndarray:
+    """``[T, r, c]`` matrices laid out in a near-square grid (task-id order, row-major), with
+    ``gap`` zero rows/columns between them: one image for all tasks' routing matrices."""
+    t, r, c = mats.shape
+    cols = int(np.ceil(np.sqrt(t)))
+    rows = int(np.ceil(t / cols))
+    out = np.zeros((rows * (r + gap) - gap, cols * (c + gap) - gap))
+    for k in range(t):
+        i, j = divmod(k, cols)
+        out[i * (r + gap): i * (r + gap) + r, j * (c + gap): j * (c + gap) + c] = mats[k]
+    return out
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

@@ -29,7 +29,7 @@ from mtrl.config import ConfigError, TrainConfig
 from mtrl.data.replay import MultiTaskReplayBuffer
 from mtrl.envs import MultiTaskVectorEnv, make_env
 from mtrl.evaluation import PROTOCOL, EvalResult, RunEvaluation, evaluate
-from mtrl.logging import RunLogger, collect_metadata, flatten, write_json
+from mtrl.logging import RunLogger, collect_metadata, flatten, tile_matrices, write_json
 from mtrl.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 
@@ -404,6 +404,7 @@ class Trainer:
                     for name, vals in self.agent.task_metrics().items():
                         logger.per_task(name, vals.cpu().numpy(), env_steps)
                     self._log_combiners(logger, env_steps)
+                    self._log_architectures(logger, env_steps)
                     last_log_t, log_env0, log_upd0, excluded = now, env_steps, self.updates, 0.0
                     bar.set_postfix(self._postfix(sps, ups), refresh=False)
 
@@ -437,6 +438,21 @@ class Trainer:
             )
         return TrainResult(self.run_dir, self.env_steps, self.updates, interrupted, last_ckpt,
                            final_eval)
+
+    def _log_architectures(self, logger: RunLogger, step: int) -> None:
+        """Routing / expert weights per task (``router/<net>/...``): images of the per-task
+        weight matrices, and each task's entropy over modules/experts (collapse shows as
+        entropy near 0, no specialization as entropy near log m)."""
+        for net, report in self.agent.architecture_reports().items():
+            for key, value in report.items():
+                v = value.detach().cpu().numpy()
+                if v.ndim == 3:  # [T, m, m] mixing matrices
+                    logger.matrix_image(f"router/{net}/{key}", tile_matrices(v), step)
+                elif v.ndim == 2:  # [T, k] weights over modules / experts
+                    logger.matrix_image(f"router/{net}/{key}", v, step)
+                    p = np.clip(v, 1e-12, 1.0)
+                    logger.per_task(f"router/{net}/{key}_entropy", -(p * np.log(p)).sum(1),
+                                    step)
 
     def _log_combiners(self, logger: RunLogger, step: int) -> None:
         """Gradient diagnostics (``grad/...``) and combiner state (``combiner/<net>/...``)."""

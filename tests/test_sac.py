@@ -67,7 +67,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def np_actor(actor: TanhGaussianActor, obs, task):
     x = np.concatenate([obs, np.eye(TASKS)[task]], 1)
-    l1, l2 = actor.net[0], actor.net[2]
+    l1, l2 = actor.body.net[0], actor.body.net[2]
     h = np.maximum(x @ _np(l1.weight).T + _np(l1.bias), 0)
     out = h @ _np(l2.weight).T + _np(l2.bias)
     mean, log_std = out[:, :ACT], np.clip(out[:, ACT:], -20, 2)
@@ -82,7 +82,7 @@ def np_critic(critic: TwinQCritic, obs, act, task):
     x = np.concatenate([obs, act, np.eye(TASKS)[task]], 1)
     qs = []
     for q in critic.qs:
-        l1, l2 = q[0], q[2]
+        l1, l2 = q.net[0], q.net[2]
         h = np.maximum(x @ _np(l1.weight).T + _np(l1.bias), 0)
         qs.append((h @ _np(l2.weight).T + _np(l2.bias))[:, 0])
     return np.stack(qs)
@@ -240,6 +240,6 @@ def test_one_hot_conditioning_reaches_only_the_task_rows():
     tid = torch.tensor([0, 0, 0, 1, 1, 1])
     mean, _ = actor(obs, tid)
     (mean[:3].sum()).backward()  # loss from task-0 samples only
-    w = actor.net[0].weight.grad  # [hidden, obs + tasks]
+    w = actor.body.net[0].weight.grad  # [hidden, obs + tasks]
     assert torch.count_nonzero(w[:, OBS + 1]) == 0  # task-1 column untouched
     assert torch.count_nonzero(w[:, OBS + 0]) > 0

@@ -42,5 +42,8 @@ def build_agent(
         log_std_max=cfg.log_std_max,
         popart=cfg.popart,
         popart_beta=cfg.popart_beta,
+        actor_arch=cfg.actor_arch,
+        critic_arch=cfg.critic_arch,
+        arch_cfg=cfg.arch,
         device=device,
     )

@@ -145,11 +145,12 @@ class MTSAC:
         y = self._target(batch, alpha_b)
         popart = self.critic.popart
         if popart is None:
-            q = self._clip(self.critic(batch.obs, batch.action, batch.task_id))
+            q = self._clip(self.critic(batch.obs, batch.action, batch.task_id, batch.per_task))
             critic_losses = self._per_task(0.5 * (q - y).pow(2).sum(0), batch)
         else:
             y_norm = self._popart_step(y, batch)
-            q_norm = self.critic.normalized(batch.obs, batch.action, batch.task_id)
+            q_norm = self.critic.normalized(batch.obs, batch.action, batch.task_id,
+                                            batch.per_task)
             critic_losses = self._per_task(0.5 * (q_norm - y_norm).pow(2).sum(0), batch)
             q = popart.denormalize_ids(q_norm.detach(), batch.task_id)
         self.critic_optim.zero_grad(set_to_none=True)
@@ -160,8 +161,8 @@ class MTSAC:
         # Actor (Eq. 7), through the freshly updated critic, whose weights stay fixed here.
         self.critic.requires_grad_(False)
         try:
-            action, log_prob = self.actor.sample(batch.obs, batch.task_id)
-            q_pi = self.critic(batch.obs, action, batch.task_id).min(0).values
+            action, log_prob = self.actor.sample(batch.obs, batch.task_id, batch.per_task)
+            q_pi = self.critic(batch.obs, action, batch.task_id, batch.per_task).min(0).values
         finally:
             self.critic.requires_grad_(True)
         actor_losses = self._per_task(alpha_b * log_prob - q_pi, batch)
@@ -220,6 +221,10 @@ class MTSAC:
                 preserve_outputs_(head.weight, head.bias, old_mu, old_sigma, new_mu, new_sigma)
         return popart.normalize(y_tasks).view(-1)
 
+    def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Per-task routing / expert weights of routed architectures, keyed by network."""
+        return {"actor": self.actor.body.report(), "critic": self.critic.report()}
+
     def combiner_reports(self) -> dict[str, dict[str, torch.Tensor]]:
         """What each gradient combiner has to report since the last call (gradient cosine
         matrices, conflict fractions, loss weights), keyed by network."""
@@ -227,8 +232,9 @@ class MTSAC:
 
     @torch.no_grad()
     def _target(self, batch: Batch, alpha_b: torch.Tensor) -> torch.Tensor:
-        next_action, next_log_prob = self.actor.sample(batch.next_obs, batch.task_id)
-        q_next = self.critic_target(batch.next_obs, next_action, batch.task_id).min(0).values
+        n = batch.per_task
+        next_action, next_log_prob = self.actor.sample(batch.next_obs, batch.task_id, n)
+        q_next = self.critic_target(batch.next_obs, next_action, batch.task_id, n).min(0).values
         soft_v = q_next - alpha_b * next_log_prob
         y = batch.reward + self.hp.gamma * (1.0 - batch.terminated) * soft_v
         return self._clip(y)
@@ -304,20 +310,24 @@ def build_mtsac(
     log_std_max: float = 2.0,
     popart: bool = False,
     popart_beta: float = 3e-4,
+    actor_arch: str = "mlp",
+    critic_arch: str = "mlp",
+    arch_cfg: object | None = None,
     device: torch.device | str = "cpu",
 ) -> MTSAC:
     """Build the networks, target critics, temperatures and Adam optimizers of an MT-SAC agent."""
     device = torch.device(device)
     actor = TanhGaussianActor(
         obs_dim, action_dim, num_tasks, actor_hidden,
-        log_std_min=log_std_min, log_std_max=log_std_max,
+        log_std_min=log_std_min, log_std_max=log_std_max, arch=actor_arch, arch_cfg=arch_cfg,
     ).to(device)
     # One set of PopArt statistics, shared by the online and the target critics.
     stats = PopArtStatistics(num_tasks, beta=popart_beta) if popart else None
-    critic = TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden, popart=stats).to(device)
-    critic_target = TwinQCritic(
-        obs_dim, action_dim, num_tasks, critic_hidden, popart=stats
-    ).to(device)
+    critic, critic_target = (
+        TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden, popart=stats,
+                    arch=critic_arch, arch_cfg=arch_cfg).to(device)
+        for _ in range(2)
+    )
     critic_target.load_state_dict(critic.state_dict())
     log_alpha = nn.Parameter(
         torch.full((num_tasks,), float(np.log(init_alpha)), device=device)
