@@ -17,7 +17,8 @@ from typing import Any, Union
 
 ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete")
 AGENT_NAMES = ("mtsac",)
-ARCH_NAMES = ("mlp", "multihead", "soft-modular", "moe")
+ARCH_NAMES = ("mlp", "multihead", "soft-modular", "routing", "moe")
+ROUTER_MODES = ("reinforce", "gumbel")
 TASK_ENCODER_NAMES = ("one-hot", "embedding")
 GATING_NAMES = ("care", "mmoe")
 COMBINER_NAMES = ("mean", "pcgrad", "gradnorm", "uncertainty", "dwa")
@@ -93,6 +94,19 @@ class ArchConfig:
     """moe: hidden sizes of each expert encoder (the last one is the representation size)."""
     gating: str = "care"
     """moe: care (task context attends over experts) | mmoe (one input-dependent gate per task)."""
+    router_mode: str = "reinforce"
+    """routing: reinforce (router trained by policy gradient on −loss, the paper) | gumbel
+    (straight-through Gumbel-softmax relaxation)."""
+    router_depth: int = 3
+    """routing: number of routed depths."""
+    router_modules: int = 4
+    """routing: modules per depth (each module_dim units)."""
+    router_pass: bool = True
+    """routing: offer PASS (identity) as a choice at every depth."""
+    router_temperature: float = 1.0
+    """routing: Gumbel-softmax temperature (router_mode=gumbel)."""
+    router_diversity: float = 0.0
+    """routing: weight of the router-entropy bonus against module collapse (0: off)."""
 
 
 @dataclass
@@ -314,8 +328,12 @@ def validate(cfg: TrainConfig) -> None:
                                       TASK_ENCODER_NAMES))
     if ar.gating not in GATING_NAMES:
         raise ConfigError(_choice_msg("agent.arch.gating", ar.gating, GATING_NAMES))
+    if ar.router_mode not in ROUTER_MODES:
+        raise ConfigError(_choice_msg("agent.arch.router_mode", ar.router_mode, ROUTER_MODES))
+    _positive("agent.arch.router_diversity", ar.router_diversity, allow_zero=True)
     for name in ("task_embedding_dim", "num_layers", "num_modules", "module_dim",
-                 "embedding_dim", "routing_dim", "num_experts"):
+                 "embedding_dim", "routing_dim", "num_experts", "router_depth",
+                 "router_modules", "router_temperature"):
         _positive(f"agent.arch.{name}", getattr(ar, name))
     if len(ar.expert_hidden) == 0 or any(h <= 0 for h in ar.expert_hidden):
         raise ConfigError(f"agent.arch.expert_hidden={ar.expert_hidden!r} must be a non-empty "

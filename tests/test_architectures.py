@@ -132,7 +132,7 @@ def test_moe_gates_sum_to_one_and_care_depends_only_on_the_task(gating):
     torch.testing.assert_close(rep.sum(-1), torch.ones(T))
 
 
-ARCHS = ["mlp", "multihead", "soft-modular", "moe"]
+ARCHS = ["mlp", "multihead", "soft-modular", "routing", "moe"]
 
 
 def _tiny_arch() -> ArchConfig:
@@ -166,7 +166,7 @@ def test_mtsac_with_each_architecture_updates_and_reloads(arch):
 
 
 def test_build_net_rejects_unknown_and_config_names_fields():
-    with pytest.raises(ValueError, match="allowed: mlp, multihead, soft-modular, moe"):
+    with pytest.raises(ValueError, match="allowed: mlp, multihead, soft-modular, routing, moe"):
         build_net("transformer", 3, 1, 2, [4])
     cfg = tiny_toy_config()
     cfg.agent.critic_arch = "routers"
@@ -196,3 +196,76 @@ def test_routing_weights_reach_tensorboard(tmp_path):
         assert f"router/critic/experts_entropy/goal-{k}" in scalars
     ent = ea.Scalars("router/critic/experts_entropy/goal-0")[-1].value
     assert 0.0 <= ent <= np.log(2) + 1e-6
+
+
+def test_routing_picks_valid_modules_and_usage_is_reported():
+    from mtrl.modules.routing import RoutingNet
+
+    torch.manual_seed(5)
+    net = RoutingNet(IN, OUT, T, depth=3, num_modules=2, module_dim=6)
+    x, tid = _stratified(6)
+    net(x, tid, PER)
+    usage = net.report()
+    assert set(usage) == {"depth1", "depth2", "depth3"}
+    for u in usage.values():  # [T, modules + PASS], rows are choice frequencies
+        assert u.shape == (T, 3)
+        torch.testing.assert_close(u.sum(-1), torch.ones(T))
+        assert ((u * PER) - (u * PER).round()).abs().max() < 1e-5
+    # The chosen route is exactly one module (or PASS) per depth: recompute one row by hand.
+    net.eval()
+    greedy = net(x[:1], tid[:1])
+    h = torch.relu(net.inp(x[:1]))
+    for d, block in enumerate(net.blocks):
+        c = int(net.router.logits[d, tid[0]].argmax())
+        h = h if c == 2 else torch.relu(h @ block.weight[c] + block.bias[c])
+    torch.testing.assert_close(greedy, net.out(h))
+
+
+def test_router_policy_gradient_by_hand():
+    from mtrl.modules.routing import RoutingNet
+
+    torch.manual_seed(6)
+    net = RoutingNet(IN, OUT, T, depth=2, num_modules=2, module_dim=4, allow_pass=False)
+    with torch.no_grad():
+        net.router.logits.normal_()
+    x, tid = _stratified(7)
+    per_sample = torch.rand(T * PER)
+    net(x, tid, PER)
+    choice = net._usage  # [L, B, C]
+    loss = net.router_loss(per_sample)
+    loss.backward()
+    # Reference: −mean_i (r_i − b_task(i)) Σ_d ∂ log π(c_{d,i}) / ∂ logits
+    logits = net.router.logits.detach()
+    reward = -per_sample
+    base = torch.stack([reward[tid == k].mean() for k in range(T)])
+    adv = reward - base[tid]
+    expect = torch.zeros_like(logits)
+    for i in range(T * PER):
+        for d in range(2):
+            p = torch.softmax(logits[d, tid[i]], -1)
+            expect[d, tid[i]] -= adv[i] * (choice[d, i] - p) / (T * PER)
+    torch.testing.assert_close(net.router.logits.grad, expect, rtol=1e-5, atol=1e-7)
+    assert net.router.mtrl_task_specific
+
+
+def test_routed_mtsac_updates_its_routers():
+    torch.manual_seed(0)
+    arch = _tiny_arch()
+    arch.router_depth, arch.router_modules, arch.router_diversity = 2, 2, 0.01
+    cfg = AgentConfig(actor_hidden=[8], critic_hidden=[8], batch_size=8, actor_arch="routing",
+                      critic_arch="routing", arch=arch)
+    agent = build_agent(cfg, obs_dim=3, action_dim=2, num_tasks=2, device=torch.device("cpu"))
+    from mtrl.data.replay import Batch
+
+    g = torch.Generator().manual_seed(1)
+    batch = Batch(obs=torch.randn(8, 3, generator=g), action=torch.rand(8, 2, generator=g),
+                  reward=torch.randn(8, generator=g), next_obs=torch.randn(8, 3, generator=g),
+                  terminated=torch.zeros(8), task_id=torch.arange(2).repeat_interleave(4),
+                  num_tasks=2)
+    routers = [agent.actor.body.router.logits, *(q.router.logits for q in agent.critic.qs)]
+    before = [r.clone() for r in routers]
+    agent.update(batch)
+    for b, r in zip(before, routers, strict=True):
+        assert not torch.equal(b, r)  # the policy-gradient (and entropy bonus) moved them
+    reports = agent.architecture_reports()
+    assert set(reports["actor"]) == {"depth1", "depth2"}

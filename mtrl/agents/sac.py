@@ -50,6 +50,7 @@ from torch import nn
 from mtrl.data.replay import Batch
 from mtrl.modules.policies import TanhGaussianActor, TwinQCritic
 from mtrl.modules.popart import PopArtStatistics, TaskValueHead, preserve_outputs_
+from mtrl.modules.routing import RoutingNet, routed_nets
 from mtrl.optim.combiners import Combiner, MeanCombiner
 
 
@@ -105,6 +106,11 @@ class MTSAC:
         self._target_params: list[torch.Tensor] = list(critic_target.parameters())
         self._actor_params: list[torch.Tensor] = list(actor.parameters())
         self._task_id_cache: tuple[bytes, torch.Tensor] | None = None
+        # Routing networks (one per critic member, in member order) learn from per-sample losses.
+        self._critic_routers = list(routed_nets(critic))
+        self._actor_routers = list(routed_nets(actor))
+        if self._critic_routers and len(self._critic_routers) != critic.num_critics:
+            raise ValueError("routed critics need exactly one routing network per member")
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -113,7 +119,13 @@ class MTSAC:
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         tid = self._task_tensor(task_id)
         if deterministic:
-            action = self.actor.deterministic(obs_t, tid)
+            # The mode of the policy: also greedy routes in routed architectures.
+            was_training = self.actor.training
+            self.actor.eval()
+            try:
+                action = self.actor.deterministic(obs_t, tid)
+            finally:
+                self.actor.train(was_training)
         else:
             action, _ = self.actor.sample(obs_t, tid)
         return action.cpu().numpy()
@@ -146,15 +158,18 @@ class MTSAC:
         popart = self.critic.popart
         if popart is None:
             q = self._clip(self.critic(batch.obs, batch.action, batch.task_id, batch.per_task))
-            critic_losses = self._per_task(0.5 * (q - y).pow(2).sum(0), batch)
+            member_losses = 0.5 * (q - y).pow(2)
+            critic_losses = self._per_task(member_losses.sum(0), batch)
         else:
             y_norm = self._popart_step(y, batch)
             q_norm = self.critic.normalized(batch.obs, batch.action, batch.task_id,
                                             batch.per_task)
-            critic_losses = self._per_task(0.5 * (q_norm - y_norm).pow(2).sum(0), batch)
+            member_losses = 0.5 * (q_norm - y_norm).pow(2)
+            critic_losses = self._per_task(member_losses.sum(0), batch)
             q = popart.denormalize_ids(q_norm.detach(), batch.task_id)
         self.critic_optim.zero_grad(set_to_none=True)
         self.critic_combiner.backward(critic_losses, self._critic_params)
+        self._router_backward(self._critic_routers, list(member_losses.detach()))
         critic_gn = self._clip_grad(self._critic_params)
         self.critic_optim.step()
 
@@ -170,6 +185,7 @@ class MTSAC:
             actor_losses = actor_losses / popart.sigma.detach()
         self.actor_optim.zero_grad(set_to_none=True)
         self.actor_combiner.backward(actor_losses, self._actor_params)
+        self._router_backward(self._actor_routers, [(alpha_b * log_prob - q_pi).detach()])
         actor_gn = self._clip_grad(self._actor_params)
         self.actor_optim.step()
 
@@ -220,6 +236,15 @@ class MTSAC:
                 assert isinstance(head, TaskValueHead)
                 preserve_outputs_(head.weight, head.bias, old_mu, old_sigma, new_mu, new_sigma)
         return popart.normalize(y_tasks).view(-1)
+
+    @staticmethod
+    def _router_backward(routers: list[RoutingNet], per_sample: list[torch.Tensor]) -> None:
+        """Policy-gradient step of routing networks (Rosenbaum et al. 2018): reward = −loss of
+        each sample for the route it took; gradients accumulate next to the network's own."""
+        if not routers:
+            return
+        losses = [r.router_loss(loss) for r, loss in zip(routers, per_sample, strict=True)]
+        torch.stack(losses).sum().backward()
 
     def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
         """Per-task routing / expert weights of routed architectures, keyed by network."""

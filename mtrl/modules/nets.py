@@ -125,6 +125,14 @@ def build_net(arch: str, in_dim: int, out_dim: int, num_tasks: int, hidden: Sequ
             num_layers=c.num_layers, num_modules=c.num_modules, module_dim=c.module_dim,
             embedding_dim=c.embedding_dim, routing_dim=c.routing_dim,
         )
+    if arch == "routing":
+        from mtrl.modules.routing import RoutingNet
+
+        return RoutingNet(
+            in_dim, out_dim, num_tasks, depth=c.router_depth, num_modules=c.router_modules,
+            module_dim=c.module_dim, allow_pass=c.router_pass, mode=c.router_mode,
+            temperature=c.router_temperature, diversity=c.router_diversity,
+        )
     if arch == "moe":
         from mtrl.modules.moe import MixtureOfExpertsNet
 

@@ -1,0 +1,166 @@
+"""Cost of a full MT-SAC update with each architecture, relative to the 400-400 one-hot MLP.
+
+For MT10 and MT50 shapes (obs 39, action 4, 128 samples per task: batch 1280 / 6400), one MT-SAC
+agent per architecture is built with ``build_agent`` — the actor and both critics use the
+architecture, with the sizes of the mtrl presets (``mt10-mhsac``, ``mt10-soft-modular`` /
+``mt50-soft-modular``, ``mt10-routing``, ``mt10-moe``) — and all agents are updated on the same
+task-stratified batches in rotating order, CUDA synchronized around every timing.
+``<arch>_vs_mlp_<bench>`` is the median over rounds of the paired ratio (arch update time /
+MLP update time): how much more one gradient step costs with that architecture.
+
+``multihead_stacked_vs_loop_mt50``: forward + backward of the per-task output heads alone (50
+tasks × 128 samples, 400 inputs, 8 outputs = an actor's mean and log-std): mtrl's stacked
+``[T, in, out]`` heads applied with one batched matmul on the stratified batch, divided by a
+Python loop over 50 ``nn.Linear`` heads each applied to its task's slice (goal ≤ 0.5 on CPU).
+
+    python benchmarks/arch_speed.py --json runs/bench/arch_speed.json [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtrl.agents import MTSAC, build_agent
+from mtrl.data.replay import Batch
+from mtrl.modules.nets import MultiHeadLinear
+from mtrl.presets import get_preset
+
+OBS_DIM, ACTION_DIM, PER_TASK = 39, 4, 128
+PRESET_OF = {
+    "mlp": {"mt10": "mt10-mtsac", "mt50": "mt50-mtsac"},
+    "multihead": {"mt10": "mt10-mhsac", "mt50": "mt10-mhsac"},
+    "soft-modular": {"mt10": "mt10-soft-modular", "mt50": "mt50-soft-modular"},
+    "routing": {"mt10": "mt10-routing", "mt50": "mt10-routing"},
+    "moe": {"mt10": "mt10-moe", "mt50": "mt10-moe"},
+}
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _batch(num_tasks: int, device: torch.device, seed: int) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    n = num_tasks * PER_TASK
+    return Batch(
+        obs=torch.randn(n, OBS_DIM, generator=g).to(device),
+        action=(torch.rand(n, ACTION_DIM, generator=g) * 2 - 1).to(device),
+        reward=torch.randn(n, generator=g).to(device),
+        next_obs=torch.randn(n, OBS_DIM, generator=g).to(device),
+        terminated=torch.zeros(n).to(device),
+        task_id=torch.arange(num_tasks, device=device).repeat_interleave(PER_TASK),
+        num_tasks=num_tasks,
+    )
+
+
+def _agent(arch: str, bench: str, num_tasks: int, device: torch.device) -> MTSAC:
+    cfg = get_preset(PRESET_OF[arch][bench]).agent
+    cfg.batch_size = num_tasks * PER_TASK
+    cfg.combiner.diagnostics_every = 0
+    torch.manual_seed(0)
+    return build_agent(cfg, obs_dim=OBS_DIM, action_dim=ACTION_DIM, num_tasks=num_tasks,
+                       device=device)
+
+
+def update_ratios(bench: str, num_tasks: int, device: torch.device, rounds: int, warmup: int
+                  ) -> dict[str, Any]:
+    archs = list(PRESET_OF)
+    agents = {a: _agent(a, bench, num_tasks, device) for a in archs}
+    batches = [_batch(num_tasks, device, s) for s in range(3)]
+    for a in archs:
+        for w in range(warmup):
+            agents[a].update(batches[w % 3])
+    times: dict[str, list[float]] = {a: [] for a in archs}
+    for r in range(rounds):
+        order = archs[r % len(archs):] + archs[: r % len(archs)]
+        b = batches[r % 3]
+        for a in order:
+            times[a].append(_timed(lambda a=a, b=b: agents[a].update(b), device))
+    out: dict[str, Any] = {}
+    for a in archs:
+        params = sum(p.numel() for p in agents[a].actor.parameters())
+        out[f"{a}_update_ms_{bench}"] = 1e3 * statistics.median(times[a])
+        out[f"{a}_actor_params_{bench}"] = params
+        if a != "mlp":
+            out[f"{a}_vs_mlp_{bench}"] = statistics.median(
+                x / y for x, y in zip(times[a], times["mlp"], strict=True))
+    return out
+
+
+def heads_ratio(device: torch.device, rounds: int) -> dict[str, Any]:
+    num_tasks, fan_in, fan_out = 50, 400, 8
+    torch.manual_seed(0)
+    stacked = MultiHeadLinear(num_tasks, fan_in, fan_out).to(device)
+    loop = nn.ModuleList(nn.Linear(fan_in, fan_out) for _ in range(num_tasks)).to(device)
+    x = torch.randn(num_tasks * PER_TASK, fan_in, device=device, requires_grad=True)
+    tid = torch.arange(num_tasks, device=device).repeat_interleave(PER_TASK)
+
+    def run_stacked() -> None:
+        stacked(x, tid, PER_TASK).square().sum().backward()
+
+    def run_loop() -> None:
+        outs = [head(x[k * PER_TASK:(k + 1) * PER_TASK]) for k, head in enumerate(loop)]
+        torch.cat(outs).square().sum().backward()
+
+    for _ in range(5):
+        run_stacked()
+        run_loop()
+    ts, tl = [], []
+    for r in range(rounds):
+        pair = [(ts, run_stacked), (tl, run_loop)]
+        for acc, fn in pair if r % 2 == 0 else pair[::-1]:
+            acc.append(_timed(fn, device))
+    return {
+        "multihead_stacked_vs_loop_mt50": statistics.median(
+            a / b for a, b in zip(ts, tl, strict=True)),
+        "multihead_stacked_ms_mt50": 1e3 * statistics.median(ts),
+        "multihead_loop_ms_mt50": 1e3 * statistics.median(tl),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--rounds", type=int, default=8, help="timed rounds at MT10 shapes")
+    parser.add_argument("--rounds-mt50", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--device cuda: CUDA is not available")
+        device = torch.device(args.device)
+    out: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "per_task": PER_TASK,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    out.update(heads_ratio(device, rounds=40))
+    out.update(update_ratios("mt10", 10, device, args.rounds, args.warmup))
+    out.update(update_ratios("mt50", 50, device, args.rounds_mt50, args.warmup))
+    print(json.dumps(out, indent=2))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
