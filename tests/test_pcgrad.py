@@ -272,3 +272,41 @@ def test_unarmed_tracker_records_nothing_and_no_grad_forward_is_ignored() -> Non
     with tracker.recording(), torch.no_grad():
         model(torch.randn(4, 5), torch.tensor([0, 0, 1, 1]))
     assert all(len(r) == 0 for r in tracker._records.values())
+
+
+class Stacked(nn.Module):
+    """Shared stacked (ensemble) layers as soft modularization / experts use them."""
+
+    def __init__(self, num_tasks: int) -> None:
+        super().__init__()
+        from mtrl.modules.mlp import EnsembleLinear
+
+        self.a = EnsembleLinear(3, 5, 6)  # shared input [B, in]
+        self.b = EnsembleLinear(3, 6, 4)  # per-member input [E, B, in]
+        self.head = Head(num_tasks, 4)
+
+    def forward(self, x: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
+        h = self.b(torch.tanh(self.a(x))).mean(0)
+        return self.head(torch.relu(h), task_id)
+
+
+def test_tracker_handles_stacked_ensemble_layers_without_the_vmapped_fallback():
+    torch.manual_seed(5)
+    num_tasks, per = 3, 4
+    model = Stacked(num_tasks)
+    x, y = torch.randn(num_tasks * per, 5), torch.randn(num_tasks * per)
+    ref = torch.stack(per_task_reference(model, x, y, num_tasks))
+    tracker = TaskGradientTracker()
+    tracker.watch(model)
+    assert model.a in tracker._records and model.b in tracker._records
+    params = list(model.parameters())
+    with tracker.recording():
+        losses = task_losses(model, x, y, num_tasks)
+    tg = tracker.compute(losses, params)
+    got = {id(p): g for p, g in tg.shared}
+    offsets = np.cumsum([0] + [p.numel() for p in params])
+    for i, p in enumerate(params):
+        if p is model.head.weight:
+            continue
+        torch.testing.assert_close(got[id(p)].reshape(num_tasks, -1),
+                                   ref[:, offsets[i]:offsets[i + 1]], rtol=1e-5, atol=1e-6)

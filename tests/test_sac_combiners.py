@@ -10,7 +10,7 @@ from test_pcgrad import reference_pcgrad
 from test_runner import _assert_same_tensors, _final_state
 from test_sac import _agent, _batch
 
-from mtrl.config import ConfigError, validate
+from mtrl.config import CombinerConfig, ConfigError, validate
 from mtrl.optim.combiners import PCGradCombiner
 from mtrl.optim.pcgrad import random_orders
 from mtrl.runner import train
@@ -37,8 +37,12 @@ class CheckedPCGrad(PCGradCombiner):
         rng = torch.get_rng_state()
         orders = random_orders(task_losses.shape[0]).numpy()
         torch.set_rng_state(rng)  # the fast path draws the same orders
-        expect = reference_pcgrad(per_task, orders).sum(0) / task_losses.shape[0]
-        gram = per_task @ per_task.T
+        # Algorithm 1 on the shared parameters; task-specific ones keep their plain gradient.
+        shared = np.concatenate([np.full(p.numel(), not self.tracker.is_task_specific(p))
+                                 for p in params])
+        expect = per_task.sum(0) / task_losses.shape[0]
+        expect[shared] = reference_pcgrad(per_task[:, shared], orders).sum(0) / len(per_task)
+        gram = per_task[:, shared] @ per_task[:, shared].T
         self.conflicts.append(int((gram[np.triu_indices(len(gram), 1)] < 0).sum()))
         super().backward(task_losses, params)
         got = torch.cat([p.grad.reshape(-1) for p in params]).double().numpy()
@@ -150,3 +154,25 @@ def test_pcgrad_leaves_popart_heads_to_their_own_task_gradients():
     for seed in range(3):
         metrics = agent.update(_conflicting_batch(seed))
         assert all(torch.isfinite(v).all() for v in metrics.values())
+
+
+@pytest.mark.parametrize("arch", ["soft-modular", "moe", "multihead"])
+def test_pcgrad_matches_algorithm_1_with_routed_architectures(arch):
+    from mtrl.agents import build_agent
+    from mtrl.config import AgentConfig, ArchConfig
+
+    torch.manual_seed(0)
+    cfg = AgentConfig(actor_hidden=[6], critic_hidden=[6], batch_size=6, actor_arch=arch,
+                      critic_arch=arch,
+                      arch=ArchConfig(num_modules=2, module_dim=5, embedding_dim=4, routing_dim=4,
+                                      num_experts=2, expert_hidden=[5]),
+                      combiner=CombinerConfig(diagnostics_every=0))
+    agent = build_agent(cfg, obs_dim=2, action_dim=1, num_tasks=2, device=torch.device("cpu"))
+    agent.actor_combiner, agent.critic_combiner = CheckedPCGrad(), CheckedPCGrad()
+    agent.actor_combiner.watch(agent.actor)
+    agent.critic_combiner.watch(agent.critic)
+    for seed in range(2):
+        agent.update(_conflicting_batch(seed))
+    for comb in (agent.actor_combiner, agent.critic_combiner):
+        for got, expect in comb.checks:
+            np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-6)

@@ -38,6 +38,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mtrl.modules.mlp import EnsembleLinear
+
+_Hookable = nn.Linear | EnsembleLinear
+
 # Per module, at most this many recorded forwards are kept between two backward passes: a
 # forward with grad whose graph is never differentiated must not pin activations forever.
 _MAX_RECORDS = 16
@@ -87,13 +91,42 @@ def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
         p.grad.add_(g)
 
 
+def _splittable(layer: nn.Module, r: _Record, num_tasks: int) -> bool:
+    """Whether the rows of this recorded forward can be split into task blocks."""
+    if isinstance(layer, EnsembleLinear):
+        return r.y.dim() == 3 and r.y.shape[1] % num_tasks == 0
+    return r.x.dim() == 2 and r.x.shape[0] % num_tasks == 0
+
+
+def _per_task_grads(layer: nn.Module, x: torch.Tensor, delta: torch.Tensor, num_tasks: int
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-task weight and bias gradients of one recorded forward, from its input ``x`` and
+    output gradient ``delta`` (the outer-product rule, task by task, in one einsum/bmm)."""
+    if isinstance(layer, EnsembleLinear):
+        # weight [E, in, out] (y_e = x_e W_e + b_e); x [B, in] shared or [E, B, in].
+        e, b = delta.shape[0], delta.shape[1]
+        n = b // num_tasks
+        d = delta.reshape(e, num_tasks, n, -1)
+        if x.dim() == 2:
+            gw = torch.einsum("tni,etno->teio", x.reshape(num_tasks, n, -1), d)
+        else:
+            gw = torch.einsum("etni,etno->teio", x.reshape(e, num_tasks, n, -1), d)
+        gb = d.sum(2).transpose(0, 1).unsqueeze(2)  # [T, E, 1, out]
+        return gw, gb
+    assert isinstance(layer, nn.Linear)
+    n = x.shape[0] // num_tasks
+    d = delta.reshape(num_tasks, n, -1)
+    gw = torch.bmm(d.transpose(1, 2), x.reshape(num_tasks, n, -1))
+    return gw, (d.sum(1) if layer.bias is not None else None)
+
+
 class TaskGradientTracker:
     """Records linear-layer activations of watched modules while ``armed`` and turns one backward
     pass into per-task gradients (see the module docstring)."""
 
     def __init__(self) -> None:
         self.armed = False
-        self._records: dict[nn.Linear, list[_Record]] = {}
+        self._records: dict[nn.Module, list[_Record]] = {}
         self._task_specific: set[int] = set()
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -104,7 +137,7 @@ class TaskGradientTracker:
             if getattr(sub, "mtrl_task_specific", False):
                 self._task_specific.update(id(p) for p in sub.parameters())
         for sub in module.modules():
-            if isinstance(sub, nn.Linear) and id(sub.weight) not in self._task_specific \
+            if isinstance(sub, _Hookable) and id(sub.weight) not in self._task_specific \
                     and sub not in self._records:
                 self._records[sub] = []
                 self._handles.append(sub.register_forward_hook(self._hook))
@@ -119,7 +152,7 @@ class TaskGradientTracker:
               ) -> None:
         if not self.armed or not torch.is_grad_enabled() or not output.requires_grad:
             return
-        assert isinstance(module, nn.Linear)
+        assert isinstance(module, _Hookable)
         if not module.weight.requires_grad:
             return  # frozen here (e.g. the critic inside the actor loss)
         recs = self._records[module]
@@ -164,12 +197,13 @@ class TaskGradientTracker:
         wanted = {id(p): p for p in params if p.requires_grad}
 
         # Which recorded layers can give per-task gradients by the outer-product rule.
-        layer_recs: list[tuple[nn.Linear, list[_Record]]] = []
+        layer_recs: list[tuple[nn.Module, list[_Record]]] = []
         covered: set[int] = set()
         for layer, recs in self._records.items():
+            assert isinstance(layer, _Hookable)
             if id(layer.weight) not in wanted or not recs:
                 continue
-            if all(r.x.dim() == 2 and r.x.shape[0] % num_tasks == 0 for r in recs):
+            if all(_splittable(layer, r, num_tasks) for r in recs):
                 layer_recs.append((layer, list(recs)))
                 covered.add(id(layer.weight))
                 if layer.bias is not None:
@@ -198,18 +232,16 @@ class TaskGradientTracker:
                 i += 1
                 if delta is None:  # a recorded forward that is not part of this loss
                     continue
-                n = r.x.shape[0] // num_tasks
-                d = delta.reshape(num_tasks, n, -1)
-                x = r.x.detach().reshape(num_tasks, n, -1)
-                w_part = torch.bmm(d.transpose(1, 2), x)
+                w_part, b_part = _per_task_grads(layer, r.x.detach(), delta, num_tasks)
                 gw = w_part if gw is None else gw + w_part
-                if layer.bias is not None:
-                    b_part = d.sum(1)
+                if b_part is not None:
                     gb = b_part if gb is None else gb + b_part
+            weight, bias = layer.weight, layer.bias
+            assert isinstance(weight, torch.Tensor)
             if gw is not None:
-                result.shared.append((layer.weight, gw))
-                if layer.bias is not None and gb is not None:
-                    result.shared.append((layer.bias, gb))
+                result.shared.append((weight, gw))
+                if isinstance(bias, torch.Tensor) and gb is not None:
+                    result.shared.append((bias, gb))
         for p, g in zip(ts_params, ts_grads, strict=True):
             if g is not None:
                 result.task_specific.append((p, g))
