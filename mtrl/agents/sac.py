@@ -244,7 +244,9 @@ class MTSAC:
         if not routers:
             return
         losses = [r.router_loss(loss) for r, loss in zip(routers, per_sample, strict=True)]
-        torch.stack(losses).sum().backward()
+        total = torch.stack(losses).sum()
+        if total.requires_grad:  # gumbel routers learn from the task loss itself
+            total.backward()
 
     def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
         """Per-task routing / expert weights of routed architectures, keyed by network."""

@@ -214,12 +214,12 @@ class TaskGradientTracker:
         other = [p for i, p in wanted.items() if i not in covered and i not in self._task_specific]
         outputs = [r.y for _, recs in layer_recs for r in recs]
 
-        grads = torch.autograd.grad(
-            total,
-            outputs + ts_params,
-            retain_graph=bool(other),
-            allow_unused=True,
-        )
+        inputs = outputs + ts_params
+        grads: Sequence[torch.Tensor | None] = ()
+        if inputs:
+            grads = torch.autograd.grad(
+                total, inputs, retain_graph=bool(other), allow_unused=True
+            )
         out_grads, ts_grads = grads[: len(outputs)], grads[len(outputs):]
 
         result = TaskGradients()
