@@ -107,6 +107,9 @@ class ArchConfig:
     """routing: Gumbel-softmax temperature (router_mode=gumbel)."""
     router_diversity: float = 0.0
     """routing: weight of the router-entropy bonus against module collapse (0: off)."""
+    router_task_input: bool = True
+    """routing: the input layer also sees the one-hot task (false: only the routers do, as in
+    Rosenbaum et al.)."""
 
 
 @dataclass

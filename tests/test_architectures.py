@@ -214,7 +214,7 @@ def test_routing_picks_valid_modules_and_usage_is_reported():
     # The chosen route is exactly one module (or PASS) per depth: recompute one row by hand.
     net.eval()
     greedy = net(x[:1], tid[:1])
-    h = torch.relu(net.inp(x[:1]))
+    h = torch.relu(net.inp(torch.cat([x[:1], torch.eye(T)[tid[:1]]], -1)))
     for d, block in enumerate(net.blocks):
         c = int(net.router.logits[d, tid[0]].argmax())
         h = h if c == 2 else torch.relu(h @ block.weight[c] + block.bias[c])

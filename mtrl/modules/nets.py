@@ -132,6 +132,7 @@ def build_net(arch: str, in_dim: int, out_dim: int, num_tasks: int, hidden: Sequ
             in_dim, out_dim, num_tasks, depth=c.router_depth, num_modules=c.router_modules,
             module_dim=c.module_dim, allow_pass=c.router_pass, mode=c.router_mode,
             temperature=c.router_temperature, diversity=c.router_diversity,
+            task_input=c.router_task_input,
         )
     if arch == "moe":
         from mtrl.modules.moe import MixtureOfExpertsNet

@@ -19,6 +19,13 @@ Training the router (``mode``):
   choices in the forward pass, gradients of the soft sample to the logits — a common switch to a
   fully differentiable router.
 
+Deviation, on by default (``task_input``): the input layer also sees the one-hot task, as in
+every other mtrl architecture. In the paper only the routers see the task; in RL the
+per-sample loss differences between routes are small against the noise of TD targets, the
+REINFORCE routers stay near uniform for a long time, and a network whose modules never see the
+task cannot tell the tasks apart meanwhile (measured on the toy point-reach: 0.00 success
+without, see tests/test_learning_slow.py). ``task_input=False`` gives the paper's network.
+
 Module collapse (every task routing through one module) is the known failure mode; ``report()``
 returns each task's module usage per depth (logged as images and per-task entropies), and
 ``diversity`` > 0 adds ``−diversity · H(π(·|task, depth))`` to the router loss (an entropy bonus
@@ -35,6 +42,7 @@ from torch import nn
 
 from mtrl.modules.mlp import EnsembleLinear
 from mtrl.modules.nets import TaskNet
+from mtrl.modules.task_encoding import OneHotTaskEncoder
 
 ROUTER_MODES = ("reinforce", "gumbel")
 
@@ -64,6 +72,7 @@ class RoutingNet(TaskNet):
         mode: str = "reinforce",
         temperature: float = 1.0,
         diversity: float = 0.0,
+        task_input: bool = True,
     ) -> None:
         super().__init__()
         if mode not in ROUTER_MODES:
@@ -72,7 +81,9 @@ class RoutingNet(TaskNet):
         self.depth, self.num_modules, self.allow_pass = depth, num_modules, allow_pass
         self.mode, self.temperature, self.diversity = mode, temperature, diversity
         self.num_choices = num_modules + int(allow_pass)
-        self.inp = nn.Linear(in_dim, module_dim)
+        self.task_input = task_input
+        self.task_encoder = OneHotTaskEncoder(num_tasks)
+        self.inp = nn.Linear(in_dim + (num_tasks if task_input else 0), module_dim)
         self.blocks = nn.ModuleList(
             EnsembleLinear(num_modules, module_dim, module_dim) for _ in range(depth)
         )
@@ -90,6 +101,8 @@ class RoutingNet(TaskNet):
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor, per_task: int | None = None
                 ) -> torch.Tensor:
+        if self.task_input:
+            x = torch.cat([x, self.task_encoder(task_id)], dim=-1)
         h = torch.relu(self.inp(x))
         logits = self.router.logits[:, task_id]  # [L, B, C]
         if not self.training:
