@@ -28,7 +28,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtrl", description="Multi-task reinforcement learning: train, evaluate, presets."
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,plot,report,presets}")
 
     t = sub.add_parser(
         "train",
@@ -44,6 +44,10 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     t.add_argument("--checkpoint", help="with --resume: resume from this checkpoint file")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per seed as "
+                   "parallel processes (at most --jobs at once) into RUN_DIR/seed<k>")
+    t.add_argument("--jobs", type=int, help="with --seeds: parallel runs (default: CPU cores, "
+                   "at most the number of seeds)")
 
     e = sub.add_parser("eval", help="evaluate a saved policy of a run directory")
     e.add_argument("run_dir")
@@ -52,13 +56,26 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the results to this JSON file")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
+    pl = sub.add_parser("plot", help="learning curves of runs (seeds grouped by preset) as PNG")
+    pl.add_argument("run_dirs", nargs="+")
+    pl.add_argument("--out", required=True, help="PNG file to write")
+    pl.add_argument("--metric", default="eval-success",
+                    help="eval-success | train-success | eval-return | train-return")
+    pl.add_argument("--title")
+
+    r = sub.add_parser("report", help="multi-seed report: mean, IQM and bootstrap 95%% CIs")
+    r.add_argument("run_dirs", nargs="+")
+    r.add_argument("--json", help="write the report as JSON here")
+    r.add_argument("--markdown", help="write the report as Markdown here")
+    r.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+
     p = sub.add_parser("presets", help="list presets, or show one preset's full config")
     p.add_argument("name", nargs="?")
     return parser
 
 
 _TRAIN_FLAGS_WITH_VALUE = {"--seed", "--total-steps", "--run-dir", "--device", "--resume",
-                           "--checkpoint"}
+                           "--checkpoint", "--seeds", "--jobs"}
 _TRAIN_FLAGS = _TRAIN_FLAGS_WITH_VALUE | {"--no-progress", "-h", "--help"}
 
 
@@ -130,6 +147,84 @@ def _shorten_warmup(cfg: C.TrainConfig, overrides: list[tuple[str, str]]) -> Non
     cfg.warmup_steps = new
 
 
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds={text!r} must be comma-separated integers, e.g. 0,1,2") \
+            from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds={text!r} must list distinct non-negative integers")
+    return seeds
+
+
+def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
+                    overrides: list[tuple[str, str]]) -> int:
+    """Run one training process per seed, at most ``--jobs`` at a time, each with its share of
+    the CPU threads, into ``RUN_DIR/seed<k>``."""
+    import os
+    import subprocess
+    import time
+
+    from mtrl.presets import get_preset
+
+    if args.resume or args.seed is not None:
+        raise CLIError("--seeds cannot be combined with --resume or --seed")
+    if not args.preset:
+        raise CLIError("--seeds needs a preset")
+    seeds = _parse_seeds(args.seeds)
+    cores = os.cpu_count() or 1
+    jobs = args.jobs or min(len(seeds), cores)
+    if jobs < 1:
+        raise ConfigError(f"--jobs={jobs} must be >= 1")
+    # Validate everything once, before any process starts.
+    cfg = get_preset(args.preset)
+    _apply_common(cfg, args, overrides)
+    C.validate(cfg)
+    base = Path(args.run_dir) if args.run_dir else \
+        Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for s in seeds:
+        if (base / f"seed{s}" / "config.yaml").exists():
+            raise CLIError(f"{base / f'seed{s}'} already holds a run; choose another --run-dir")
+    # Strip --seeds/--jobs/--run-dir from the per-seed command line.
+    child: list[str] = []
+    skip = False
+    for tok in argv:
+        if skip:
+            skip = False
+            continue
+        key = tok.split("=", 1)[0]
+        if key in ("--seeds", "--jobs", "--run-dir"):
+            skip = "=" not in tok
+            continue
+        child.append(tok)
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // jobs)))
+    pending = list(seeds)
+    running: list[tuple[int, subprocess.Popen[bytes]]] = []
+    failed: list[int] = []
+    print(f"training seeds {seeds} into {base}/seed<k>, {jobs} at a time")
+    while pending or running:
+        while pending and len(running) < jobs:
+            s = pending.pop(0)
+            run_dir = base / f"seed{s}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir / "train.log", "wb")  # noqa: SIM115 (closed with the process)
+            cmd = [sys.executable, "-m", "mtrl", "train", *child, "--seed", str(s),
+                   "--run-dir", str(run_dir), "--no-progress"]
+            running.append((s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                env=env)))
+        time.sleep(0.5)
+        for s, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((s, proc))
+                status = "done" if proc.returncode == 0 else f"FAILED ({proc.returncode})"
+                print(f"seed {s}: {status}  ({base / f'seed{s}' / 'train.log'})")
+                if proc.returncode != 0:
+                    failed.append(s)
+    print(f"report: mtrl report {base}/seed* --markdown {base}/report.md")
+    return 1 if failed else 0
+
+
 def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     from mtrl.presets import get_preset
     from mtrl.runner import check_resume_compatible, load_run_config, train
@@ -192,6 +287,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from mtrl.plotting import METRICS, plot_runs
+
+    if args.metric not in METRICS:
+        raise ConfigError(f"--metric={args.metric!r} is not valid; allowed: {', '.join(METRICS)}")
+    info = plot_runs(args.run_dirs, args.out, metric=args.metric, title=args.title)
+    print(f"wrote {args.out}: panels {info['panels']}, methods {info['methods']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mtrl.analysis import build_report, load_run, report_markdown
+    from mtrl.logging import write_json
+
+    if args.bootstrap < 100:
+        raise ConfigError(f"--bootstrap={args.bootstrap} must be >= 100")
+    try:
+        runs = [load_run(d) for d in args.run_dirs]
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from None
+    report = build_report(runs, reps=args.bootstrap)
+    text = report_markdown(report)
+    print(text, end="")
+    if args.json:
+        write_json(Path(args.json), report)
+        print(f"wrote {args.json}")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+        print(f"wrote {args.markdown}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from mtrl.presets import DESCRIPTIONS, PRESETS, get_preset
 
@@ -213,10 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "train":
             rest, overrides = split_overrides(argv[1:])
-            return cmd_train(parser.parse_args(["train", *rest]), overrides)
+            targs = parser.parse_args(["train", *rest])
+            if targs.seeds:
+                return cmd_train_seeds(argv[1:], targs, overrides)
+            return cmd_train(targs, overrides)
         args = parser.parse_args(argv)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "plot":
+            return cmd_plot(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "presets":
             return cmd_presets(args)
         parser.print_help()

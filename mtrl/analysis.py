@@ -1,0 +1,175 @@
+"""Multi-seed reports: per-method mean success, IQM with bootstrap confidence intervals.
+
+Aggregate statistics follow Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the
+Statistical Precipice" (NeurIPS): with a score matrix ``[runs, tasks]`` (one run = one seed),
+
+* the interquartile mean (IQM) is the mean of the middle 50% of all ``runs × tasks`` scores —
+  the mean after discarding the lowest and the highest 25% (``trim_mean(·, 0.25)``: for ``n``
+  scores, ``⌊n/4⌋`` are dropped at each end);
+* 95% confidence intervals come from the *stratified* percentile bootstrap: each resample draws,
+  for every task independently, ``runs`` scores with replacement from that task's runs, and the
+  interval is the 2.5th–97.5th percentile of the statistic over resamples.
+
+A run's scores are its latest evaluation (``eval/step_*.json``, written by training and by
+``mtrl eval --json``), so the protocol of the numbers is the evaluation protocol of mtrl.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean of all entries: drop ``⌊n/4⌋`` lowest and highest, average the rest."""
+    x = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    if x.size == 0:
+        raise ValueError("IQM of no scores")
+    cut = x.size // 4
+    return float(x[cut: x.size - cut].mean())
+
+
+def mean_score(scores: np.ndarray) -> float:
+    return float(np.asarray(scores, dtype=np.float64).mean())
+
+
+def stratified_bootstrap_ci(
+    scores: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    *,
+    reps: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile confidence interval of ``statistic`` over a ``[runs, tasks]`` score matrix,
+    resampling runs with replacement within each task (stratified bootstrap)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] < 1:
+        raise ValueError(f"scores must be [runs, tasks], got shape {s.shape}")
+    runs, tasks = s.shape
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, runs, size=(reps, runs, tasks))
+    resampled = np.take_along_axis(s[None].repeat(reps, 0), idx, axis=1)
+    stats = np.array([statistic(r) for r in resampled])
+    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+@dataclass
+class RunScores:
+    run_dir: str
+    method: str
+    seed: int
+    step: int
+    tasks: dict[str, float]
+    episodes_per_task: int
+    meta: dict[str, Any]
+
+
+def latest_eval(run_dir: Path) -> dict[str, Any]:
+    """The newest evaluation JSON of a run (largest step)."""
+    files = sorted((Path(run_dir) / "eval").glob("step_*.json"))
+    if not files:
+        raise FileNotFoundError(
+            f"{run_dir} has no evaluation results (eval/step_*.json); run `mtrl eval {run_dir}`"
+        )
+    return json.loads(files[-1].read_text())
+
+
+def load_run(run_dir: str | Path, method: str | None = None) -> RunScores:
+    """Scores and comparability facts of one run directory."""
+    from mtrl.runner import load_run_config
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    ev = latest_eval(run_dir)
+    meta_path = run_dir / "metadata.json"
+    metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    bench = metadata.get("benchmark", {})
+    num_tasks = len(ev["tasks"])
+    return RunScores(
+        run_dir=str(run_dir),
+        method=method or cfg.preset or cfg.env.name,
+        seed=cfg.seed,
+        step=int(ev["step"]),
+        tasks={k: float(v["success"]) for k, v in ev["tasks"].items()},
+        episodes_per_task=int(ev["episodes_per_task"]),
+        meta={
+            "benchmark": bench.get("name", cfg.env.name),
+            "reward_version": bench.get("reward_function_version"),
+            "episode_length": bench.get("episode_length"),
+            "env_steps": int(ev["step"]),
+            "steps_per_task": int(ev["step"]) // max(num_tasks, 1),
+            "episodes_per_task": int(ev["episodes_per_task"]),
+        },
+    )
+
+
+def build_report(runs: Sequence[RunScores], *, reps: int = 2000, seed: int = 0
+                 ) -> dict[str, Any]:
+    """Group runs by method and aggregate across seeds (see the module docstring)."""
+    methods: dict[str, list[RunScores]] = {}
+    for r in runs:
+        methods.setdefault(r.method, []).append(r)
+    out: dict[str, Any] = {
+        "protocol": "success = 1 if the success flag was ever 1 in an episode; deterministic "
+                    "policy; scores = per-task success rate of each run's latest evaluation",
+        "statistics": "IQM = mean of the middle 50% of run×task scores; 95% CI = stratified "
+                      f"percentile bootstrap over runs ({reps} resamples), Agarwal et al. 2021",
+        "methods": {},
+    }
+    for name, rs in methods.items():
+        task_names = list(rs[0].tasks)
+        for r in rs:
+            if list(r.tasks) != task_names:
+                raise ValueError(f"method {name!r}: runs {rs[0].run_dir} and {r.run_dir} "
+                                 "were evaluated on different tasks")
+        scores = np.array([[r.tasks[t] for t in task_names] for r in rs])
+        metas = {json.dumps(r.meta, sort_keys=True) for r in rs}
+        out["methods"][name] = {
+            "runs": [r.run_dir for r in rs],
+            "seeds": [r.seed for r in rs],
+            "num_runs": len(rs),
+            "success_mean": mean_score(scores),
+            "success_mean_ci95": list(stratified_bootstrap_ci(scores, mean_score, reps=reps,
+                                                              seed=seed)),
+            "iqm": iqm(scores),
+            "iqm_ci95": list(stratified_bootstrap_ci(scores, iqm, reps=reps, seed=seed)),
+            "per_run_mean": [float(x) for x in scores.mean(1)],
+            "tasks": {t: {"mean": float(scores[:, i].mean()), "std": float(scores[:, i].std()),
+                          "per_run": [float(x) for x in scores[:, i]]}
+                      for i, t in enumerate(task_names)},
+            "metadata": rs[0].meta if len(metas) == 1 else [r.meta for r in rs],
+        }
+    return out
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: a method table (mean, IQM, CIs) and a per-task table."""
+    lines = ["| method | runs | success mean [95% CI] | IQM [95% CI] | env steps / task |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, m in report["methods"].items():
+        meta = m["metadata"] if isinstance(m["metadata"], dict) else m["metadata"][0]
+        lo, hi = m["success_mean_ci95"]
+        ilo, ihi = m["iqm_ci95"]
+        lines.append(f"| {name} | {m['num_runs']} | {m['success_mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+                     f" | {m['iqm']:.3f} [{ilo:.3f}, {ihi:.3f}] | {meta['steps_per_task']} |")
+    names = list(report["methods"])
+    tasks: list[str] = []
+    for m in report["methods"].values():
+        tasks += [t for t in m["tasks"] if t not in tasks]
+    lines += ["", "| task | " + " | ".join(names) + " |",
+              "| --- |" + " --- |" * len(names)]
+    for t in tasks:
+        cells = []
+        for n in names:
+            row = report["methods"][n]["tasks"].get(t)
+            cells.append("" if row is None else f"{row['mean']:.2f} ± {row['std']:.2f}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += ["", f"Protocol: {report['protocol']}.", f"Statistics: {report['statistics']}."]
+    return "\n".join(lines) + "\n"
