@@ -55,6 +55,11 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes-per-task", type=int, help="default: the run's eval setting")
     e.add_argument("--json", help="also write the results to this JSON file")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    e.add_argument("--video", action="store_true",
+                   help="also record one episode per task to RUN_DIR/eval/videos/<task>.gif")
+    e.add_argument("--video-every", type=int, default=2, help="draw every N-th step (default 2)")
+    e.add_argument("--no-table", action="store_true",
+                   help="with --video: only record the videos, skip the protocol evaluation")
 
     pl = sub.add_parser("plot", help="learning curves of runs (seeds grouped by preset) as PNG")
     pl.add_argument("run_dirs", nargs="+")
@@ -265,13 +270,31 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mtrl.evaluation import PROTOCOL, evaluate_run
-    from mtrl.logging import write_json
-
     if args.device not in C.DEVICES:
         raise ConfigError(f"--device={args.device!r} is not valid; allowed: {', '.join(C.DEVICES)}")
     if args.episodes_per_task is not None and args.episodes_per_task <= 0:
         raise ConfigError(f"--episodes-per-task={args.episodes_per_task} must be > 0")
+    if args.video_every < 1:
+        raise ConfigError(f"--video-every={args.video_every} must be >= 1")
+    if args.no_table and not args.video:
+        raise CLIError("--no-table only makes sense with --video")
+    if not args.no_table:
+        _eval_table(args)
+    if args.video:
+        from mtrl.video import record_videos
+
+        vids = record_videos(args.run_dir, checkpoint=args.checkpoint, every=args.video_every,
+                             device=args.device)
+        for v in vids.values():
+            print(f"video {v['path']}: {v['frames']} frames, {v['steps']} steps, "
+                  f"success {'yes' if v['success'] else 'no'}")
+    return 0
+
+
+def _eval_table(args: argparse.Namespace) -> None:
+    from mtrl.evaluation import PROTOCOL, evaluate_run
+    from mtrl.logging import write_json
+
     ev = evaluate_run(
         args.run_dir,
         checkpoint=args.checkpoint,
@@ -284,7 +307,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), ev.to_json())
         print(f"wrote {args.json}")
-    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

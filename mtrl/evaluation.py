@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -131,6 +132,45 @@ class RunEvaluation:
         }
 
 
+def load_policy(run_dir: str, checkpoint: str | None, device: str, env: MultiTaskVectorEnv
+                ) -> tuple[Any, Path, dict[str, Any]]:
+    """The agent of a run directory with the weights of ``checkpoint`` (default: the latest),
+    in eval mode, for ``env``; also the checkpoint path and its loaded state."""
+    from mtrl.agents import build_agent
+    from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
+    from mtrl.runner import ResumeError, load_run_config, resolve_device
+
+    cfg = load_run_config(Path(run_dir))
+    if checkpoint is None:
+        info = CheckpointManager(Path(run_dir) / "checkpoints").latest()
+        if info is None:
+            raise ResumeError(f"{run_dir} has no checkpoint to evaluate")
+        ckpt_path = info.path
+    else:
+        ckpt_path = Path(checkpoint)
+    state = load_file(ckpt_path)
+    if list(state.get("task_names", [])) != list(env.task_names):
+        raise ResumeError(f"{ckpt_path} was trained on other tasks than {run_dir}/config.yaml")
+    obs_shape = env.single_observation_space.shape or ()
+    act_shape = env.single_action_space.shape or ()
+    agent = build_agent(
+        cfg.agent,
+        obs_dim=int(np.prod(obs_shape)),
+        action_dim=int(np.prod(act_shape)),
+        num_tasks=env.num_tasks,
+        device=resolve_device(device),
+    )
+    try:
+        agent.load_state_dict(state["agent"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} does not fit the networks that {run_dir}/config.yaml "
+            f"describes: {' '.join(str(e).split())[:300]}"
+        ) from e
+    agent.eval()
+    return agent, ckpt_path, state
+
+
 def evaluate_run(
     run_dir: str,
     *,
@@ -139,51 +179,20 @@ def evaluate_run(
     device: str = "auto",
 ) -> RunEvaluation:
     """Evaluate a saved policy of a run directory (latest checkpoint unless one is given)."""
-    from pathlib import Path
-
     from mtrl import config as C
-    from mtrl.agents import build_agent
-    from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
     from mtrl.envs import make_env
-    from mtrl.runner import ResumeError, load_run_config, resolve_device
+    from mtrl.runner import load_run_config
     from mtrl.seeding import derive_seed, seed_everything
 
     cfg = load_run_config(Path(run_dir))
     C.validate(cfg)
-    if checkpoint is None:
-        info = CheckpointManager(Path(run_dir) / "checkpoints").latest()
-        if info is None:
-            raise ResumeError(f"{run_dir} has no checkpoint to evaluate")
-        ckpt_path = info.path
-    else:
-        ckpt_path = Path(checkpoint)
     n = episodes_per_task if episodes_per_task is not None else cfg.eval.episodes_per_task
     if n <= 0:
         raise C.ConfigError(f"episodes_per_task={n} must be > 0")
-    state = load_file(ckpt_path)
-    if list(state.get("task_names", [])) != C.task_names(cfg.env):
-        raise ResumeError(f"{ckpt_path} was trained on other tasks than {run_dir}/config.yaml")
-    dev = resolve_device(device)
     seed_everything(cfg.seed)
     env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
     try:
-        obs_shape = env.single_observation_space.shape or ()
-        act_shape = env.single_action_space.shape or ()
-        agent = build_agent(
-            cfg.agent,
-            obs_dim=int(np.prod(obs_shape)),
-            action_dim=int(np.prod(act_shape)),
-            num_tasks=env.num_tasks,
-            device=dev,
-        )
-        try:
-            agent.load_state_dict(state["agent"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(
-                f"checkpoint {ckpt_path} does not fit the networks that {run_dir}/config.yaml "
-                f"describes: {' '.join(str(e).split())[:300]}"
-            ) from e
-        agent.eval()
+        agent, ckpt_path, state = load_policy(run_dir, checkpoint, device, env)
         result = evaluate(agent, env, n, seed=derive_seed(cfg.seed, "eval"))
     finally:
         env.close()

@@ -9,19 +9,20 @@ from mtrl.envs.base import MultiTaskVectorEnv
 __all__ = ["MultiTaskVectorEnv", "make_env"]
 
 
-def make_env(cfg: EnvConfig, *, seed: int, evaluation: bool = False) -> MultiTaskVectorEnv:
+def make_env(cfg: EnvConfig, *, seed: int, evaluation: bool = False, render: bool = False
+             ) -> MultiTaskVectorEnv:
     """Build the training (``evaluation=False``) or evaluation env of a config.
 
     Evaluation envs have autoreset disabled and end episodes at the first success, so that the
     evaluator can run a fixed number of episodes per task, one per goal.
     """
-    env = _make(cfg, seed=seed, evaluation=evaluation)
+    env = _make(cfg, seed=seed, evaluation=evaluation, render=render)
     if cfg.reward_scales:
         env.set_reward_scales(cfg.reward_scales)
     return env
 
 
-def _make(cfg: EnvConfig, *, seed: int, evaluation: bool) -> MultiTaskVectorEnv:
+def _make(cfg: EnvConfig, *, seed: int, evaluation: bool, render: bool) -> MultiTaskVectorEnv:
     if cfg.name in ("toy-reach", "toy-reach-discrete"):
         from mtrl.envs.toy import make_toy_env
 
@@ -44,4 +45,5 @@ def _make(cfg: EnvConfig, *, seed: int, evaluation: bool) -> MultiTaskVectorEnv:
         seed=seed,
         vector_strategy=cfg.vector_strategy,
         evaluation=evaluation,
+        render=render,
     )

@@ -129,6 +129,11 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         self._reward_scale = s[self.task_ids]
         self.benchmark["reward_scales"] = [float(x) for x in s]
 
+    def render_frames(self) -> list[np.ndarray]:
+        """One ``uint8 [H, W, 3]`` frame per sub-env of the current state (envs built with
+        ``render=True``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot render")
+
     # ------------------------------------------------------------------ backend hooks
     def set_goals(self, goal_index: np.ndarray, mask: np.ndarray) -> None:
         """Fix the goal (0..goals_per_task-1) that masked envs use from their next reset on.

@@ -46,6 +46,11 @@ class MetaWorldMultiTaskEnv(MultiTaskVectorEnv):
             tasks = sub.get_wrapper_attr("tasks")
             sub.unwrapped.set_task(tasks[int(goal_index[i]) % len(tasks)])  # type: ignore[attr-defined]
 
+    def render_frames(self) -> list[np.ndarray]:
+        # MuJoCo off-screen rendering: headless machines need MUJOCO_GL=osmesa (libosmesa6)
+        # or egl with a GPU; mtrl sets osmesa when nothing is set (see mtrl.video).
+        return [np.asarray(f) for f in _vec(self.env).call("render")]
+
     def set_terminate_on_success(self, flag: bool) -> None:
         _vec(self.env).call("toggle_terminate_on_success", bool(flag))
 
@@ -80,6 +85,7 @@ def make_metaworld_env(
     seed: int,
     vector_strategy: str = "sync",
     evaluation: bool = False,
+    render: bool = False,
 ) -> MetaWorldMultiTaskEnv:
     """Build MT10/MT25/MT50 (``name`` = mt10|mt25|mt50) or a custom list (``name`` = metaworld).
 
@@ -97,6 +103,8 @@ def make_metaworld_env(
         "reward_function_version": REWARD_VERSION,
         "max_episode_steps": EPISODE_LENGTH,
     }
+    if render:
+        common["render_mode"] = "rgb_array"
 
     if name in _STANDARD:
         env = gym.make_vec(

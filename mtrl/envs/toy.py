@@ -182,6 +182,23 @@ class ToyMultiTaskEnv(MultiTaskVectorEnv):
     def restores_exactly(self) -> bool:
         return True
 
+    def render_frames(self, size: int = 160) -> list[np.ndarray]:
+        """A top view per sub-env: other tasks' goals (traps) grey, the env's own goal green,
+        the point red; drawn with numpy, no display needed."""
+        inner = self.env
+        coords = np.linspace(-1.5, 1.5, size)
+        xx, yy = np.meshgrid(coords, coords[::-1])
+        frames = []
+        for i in range(inner.num_envs):
+            img = np.full((size, size, 3), 255, dtype=np.uint8)
+            for k, g in enumerate(inner.goals):
+                disk = (xx - g[0]) ** 2 + (yy - g[1]) ** 2 < inner.success_radius**2
+                img[disk] = (40, 170, 60) if k == inner.task_ids[i] else (170, 170, 170)
+            p = inner._pos[i]
+            img[(xx - p[0]) ** 2 + (yy - p[1]) ** 2 < 0.05**2] = (220, 30, 30)
+            frames.append(img)
+        return frames
+
 
 def make_toy_env(
     num_tasks: int,
