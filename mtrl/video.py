@@ -3,8 +3,8 @@
 The episode follows the evaluation protocol (deterministic policy, the task's first goal, the
 episode ends at the first success or at the time limit); every ``every``-th step and the last
 one are drawn, each frame labelled with the task name, the step and whether the episode has
-succeeded so far. Files: ``RUN_DIR/eval/videos/<task>.gif`` (GIF: plays in any browser and
-needs no codec beyond Pillow).
+succeeded so far; frames larger than ``size`` pixels are scaled down. Files:
+``RUN_DIR/eval/videos/<task>.gif`` (GIF: plays in any browser and needs no codec beyond Pillow).
 
 Meta-World renders with MuJoCo off-screen. On a machine without a display mtrl selects OSMesa
 (``MUJOCO_GL=osmesa``, Debian/Ubuntu package ``libosmesa6``; a few frames per second on a CPU)
@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 
-def _label(frame: np.ndarray, text: str, ok: bool) -> np.ndarray:
+def _label(frame: np.ndarray, text: str, ok: bool, size: int) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     img = Image.fromarray(frame)
+    if max(img.size) > size:  # keep GIFs small: MuJoCo renders 480x480
+        img = img.resize((size, round(size * img.height / img.width)), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(img)
     h = max(14, img.height // 16)
     draw.rectangle((0, 0, img.width, h), fill=(0, 0, 0))
@@ -36,6 +38,7 @@ def record_videos(
     checkpoint: str | None = None,
     every: int = 2,
     fps: int = 20,
+    size: int = 320,
     device: str = "auto",
     out_dir: str | None = None,
 ) -> dict[str, dict[str, object]]:
@@ -74,7 +77,8 @@ def record_videos(
             for i in np.flatnonzero(mask):
                 status = "success" if ever[i] else "no success yet"
                 frames[i].append(_label(np.asarray(shots[i], dtype=np.uint8),
-                                        f"{names[i]}  step {steps[i]}  {status}", bool(ever[i])))
+                                        f"{names[i]}  step {steps[i]}  {status}", bool(ever[i]),
+                                        size))
 
         grab(active)
         while active.any():
