@@ -109,3 +109,51 @@ def test_mt50_builds_with_50_tasks():
         assert env.task_names == task_names(EnvConfig(name="mt50"))
     finally:
         env.close()
+
+
+def test_eval_protocol_agrees_with_metaworld_evaluation():
+    """mtrl's evaluation and ``metaworld.evaluation.evaluation`` give the same per-episode
+    success and return for the same policy, seed and goals. metaworld's function samples a
+    random goal per episode; to compare episode by episode it runs once per goal with goal
+    sampling off and goal g fixed, which is what mtrl's protocol does for episode g."""
+    import gymnasium as gym
+    import torch
+    from metaworld.evaluation import evaluation as mw_evaluation
+
+    from mtrl.agents import build_agent
+    from mtrl.config import AgentConfig
+    from mtrl.evaluation import evaluate
+
+    seed, goals = 3, 2
+    torch.manual_seed(0)
+    agent = build_agent(AgentConfig(actor_hidden=[32], critic_hidden=[32], batch_size=10),
+                        obs_dim=39, action_dim=4, num_tasks=10, device=torch.device("cpu"))
+    agent.eval()
+    ours_env = make_env(EnvConfig(name="mt10"), seed=seed, evaluation=True)
+    try:
+        ours = evaluate(agent, ours_env, goals, seed=0)
+    finally:
+        ours_env.close()
+
+    class Policy:
+        def eval_action(self, obs):
+            return agent.act(np.asarray(obs, dtype=np.float32), np.arange(10), True)
+
+        def reset(self, mask):
+            pass
+
+    mw_env = gym.make_vec("Meta-World/MT10", vector_strategy="sync", seed=seed,
+                          use_one_hot=False, reward_function_version="v2",
+                          max_episode_steps=500)
+    try:
+        mw_env.call("toggle_sample_tasks_on_reset", False)
+        for g in range(goals):
+            for sub in mw_env.envs:
+                sub.unwrapped.set_task(sub.get_wrapper_attr("tasks")[g])
+            _, _, success, returns = mw_evaluation(Policy(), mw_env, num_episodes=1)
+            for task in ours.task_names:
+                assert ours.episode_success[task][g] == bool(success[task]), (task, g)
+                assert ours.episode_return[task][g] == pytest.approx(returns[task][0],
+                                                                     rel=1e-4), (task, g)
+    finally:
+        mw_env.close()
