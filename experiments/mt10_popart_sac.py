@@ -8,34 +8,15 @@ PopArt statistics on the critics (``popart/mu/<task>``, ``popart/sigma/<task>`` 
 
 from __future__ import annotations
 
-import argparse
-
-from mtrl.config import validate
-from mtrl.presets import get_preset
-from mtrl.runner import train
+from mtrl.config import TrainConfig
+from mtrl.experiment import run_preset_script
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--total-steps", type=int, default=None)
-    parser.add_argument("--run-dir", default=None)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
-
-    cfg = get_preset("mt10-popart-sac")
-    cfg.seed = args.seed
-    cfg.device = args.device
-    if args.total_steps is not None:
-        cfg.total_steps = args.total_steps
+def configure(cfg: TrainConfig) -> None:
+    """Edit the config here; every hyperparameter is a field of it."""
     # Faster-moving statistics: cfg.agent.popart_beta = 1e-3
     # Combine with PCGrad: cfg.agent.actor_combiner = cfg.agent.critic_combiner = "pcgrad"
-    validate(cfg)
-    result = train(cfg, args.run_dir)
-    if result.final_eval is not None:
-        print(result.final_eval.table())
-    print(f"run directory: {result.run_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    run_preset_script("mt10-popart-sac", __doc__, configure)

@@ -167,3 +167,22 @@ def test_short_run_of_a_long_preset_shortens_the_warmup(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["train", "mt10-mtsac", "--total-steps", "50000"])
     assert seen[-1].warmup_steps == 40000
+
+
+def test_experiment_scripts_share_one_runner(monkeypatch):
+    import mtrl.experiment as ex
+
+    seen = []
+
+    class Result:
+        final_eval = None
+        run_dir = "r"
+
+    monkeypatch.setattr(ex, "train", lambda cfg, run_dir: seen.append((cfg, run_dir)) or Result())
+    monkeypatch.setattr("sys.argv", ["x", "--seed", "4", "--total-steps", "999",
+                                     "--run-dir", "R", "--device", "cpu"])
+    ex.run_preset_script("toy-pcgrad-sac", "doc",
+                         lambda cfg: setattr(cfg.agent, "batch_size", 64))
+    cfg, run_dir = seen[0]
+    assert (cfg.seed, cfg.total_steps, cfg.device, run_dir) == (4, 999, "cpu", "R")
+    assert cfg.agent.actor_combiner == "pcgrad" and cfg.agent.batch_size == 64
