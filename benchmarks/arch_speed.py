@@ -21,16 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import pick_device, random_batch, timed
 from torch import nn
 
 from mtrl.agents import MTSAC, build_agent
-from mtrl.data.replay import Batch
 from mtrl.modules.nets import MultiHeadLinear
 from mtrl.presets import get_preset
 
@@ -44,28 +42,8 @@ PRESET_OF = {
 }
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
-def _batch(num_tasks: int, device: torch.device, seed: int) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    n = num_tasks * PER_TASK
-    return Batch(
-        obs=torch.randn(n, OBS_DIM, generator=g).to(device),
-        action=(torch.rand(n, ACTION_DIM, generator=g) * 2 - 1).to(device),
-        reward=torch.randn(n, generator=g).to(device),
-        next_obs=torch.randn(n, OBS_DIM, generator=g).to(device),
-        terminated=torch.zeros(n).to(device),
-        task_id=torch.arange(num_tasks, device=device).repeat_interleave(PER_TASK),
-        num_tasks=num_tasks,
-    )
 
 
 def _agent(arch: str, bench: str, num_tasks: int, device: torch.device) -> MTSAC:
@@ -81,7 +59,8 @@ def update_ratios(bench: str, num_tasks: int, device: torch.device, rounds: int,
                   ) -> dict[str, Any]:
     archs = list(PRESET_OF)
     agents = {a: _agent(a, bench, num_tasks, device) for a in archs}
-    batches = [_batch(num_tasks, device, s) for s in range(3)]
+    batches = [random_batch(num_tasks, PER_TASK, OBS_DIM, ACTION_DIM, device, s)
+               for s in range(3)]
     for a in archs:
         for w in range(warmup):
             agents[a].update(batches[w % 3])
@@ -90,7 +69,7 @@ def update_ratios(bench: str, num_tasks: int, device: torch.device, rounds: int,
         order = archs[r % len(archs):] + archs[: r % len(archs)]
         b = batches[r % 3]
         for a in order:
-            times[a].append(_timed(lambda a=a, b=b: agents[a].update(b), device))
+            times[a].append(timed(lambda a=a, b=b: agents[a].update(b), device))
     out: dict[str, Any] = {}
     for a in archs:
         params = sum(p.numel() for p in agents[a].actor.parameters())
@@ -124,7 +103,7 @@ def heads_ratio(device: torch.device, rounds: int) -> dict[str, Any]:
     for r in range(rounds):
         pair = [(ts, run_stacked), (tl, run_loop)]
         for acc, fn in pair if r % 2 == 0 else pair[::-1]:
-            acc.append(_timed(fn, device))
+            acc.append(timed(fn, device))
     return {
         "multihead_stacked_vs_loop_mt50": statistics.median(
             a / b for a, b in zip(ts, tl, strict=True)),
@@ -141,12 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds-mt50", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise SystemExit("--device cuda: CUDA is not available")
-        device = torch.device(args.device)
+    device = pick_device(args.device)
     out: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "per_task": PER_TASK,

@@ -26,17 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import pick_device, random_batch, timed
 from torch import nn
 
 from mtrl.agents import MTSAC, build_agent
 from mtrl.config import AgentConfig, CombinerConfig
-from mtrl.data.replay import Batch
 
 OBS_DIM = 39
 ACTION_DIM = 4
@@ -89,25 +88,6 @@ class NaivePCGrad:
         pass
 
 
-def _batch(num_tasks: int, device: torch.device, seed: int) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    n = num_tasks * PER_TASK
-    t = {
-        "obs": torch.randn(n, OBS_DIM, generator=g),
-        "action": torch.rand(n, ACTION_DIM, generator=g) * 2 - 1,
-        "reward": torch.randn(n, generator=g),
-        "next_obs": torch.randn(n, OBS_DIM, generator=g),
-        "terminated": (torch.rand(n, generator=g) < 0.01).float(),
-    }
-    return Batch(
-        obs=t["obs"].to(device),
-        action=t["action"].to(device),
-        reward=t["reward"].to(device),
-        next_obs=t["next_obs"].to(device),
-        terminated=t["terminated"].to(device),
-        task_id=torch.arange(num_tasks, device=device).repeat_interleave(PER_TASK),
-        num_tasks=num_tasks,
-    )
 
 
 def _agent(num_tasks: int, combiner: str, device: torch.device) -> MTSAC:
@@ -129,20 +109,13 @@ def _agent(num_tasks: int, combiner: str, device: torch.device) -> MTSAC:
     return agent
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 def measure(num_tasks: int, kinds: list[str], device: torch.device, rounds: int, warmup: int
             ) -> dict[str, list[float]]:
     agents = {k: _agent(num_tasks, k, device) for k in kinds}
-    batches = [_batch(num_tasks, device, seed) for seed in range(4)]
+    batches = [random_batch(num_tasks, PER_TASK, OBS_DIM, ACTION_DIM, device, seed)
+               for seed in range(4)]
     for k in kinds:
         for w in range(warmup):
             agents[k].update(batches[w % len(batches)])
@@ -151,7 +124,7 @@ def measure(num_tasks: int, kinds: list[str], device: torch.device, rounds: int,
         order = kinds[r % len(kinds):] + kinds[: r % len(kinds)]
         b = batches[r % len(batches)]
         for k in order:
-            times[k].append(_timed(lambda k=k, b=b: agents[k].update(b), device))
+            times[k].append(timed(lambda k=k, b=b: agents[k].update(b), device))
     return times
 
 
@@ -159,12 +132,6 @@ def paired(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available")
-    return torch.device(name)
 
 
 def main() -> None:
@@ -175,7 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds-t50", type=int, default=5, help="timed rounds at T=50")
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
 
     out: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -31,13 +31,12 @@ import copy
 import json
 import math
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _common import pick_device, timed
 from torch import nn
 
 from mtrl.agents import MTSAC, build_agent
@@ -172,22 +171,8 @@ def _fill_mtrl_buffer(buffer: MultiTaskReplayBuffer, data: dict[str, torch.Tenso
         )
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available")
-    return torch.device(name)
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 def _num_params(*modules: nn.Module) -> int:
@@ -228,11 +213,11 @@ def run(device: torch.device, repeats: int, warmup: int, per_task_fill: int) -> 
     t_plain: list[float] = []
     for r in range(repeats):
         if r % 2 == 0:
-            t_mtrl.append(_timed(mtrl_update, device))
-            t_plain.append(_timed(plain.update, device))
+            t_mtrl.append(timed(mtrl_update, device))
+            t_plain.append(timed(plain.update, device))
         else:
-            t_plain.append(_timed(plain.update, device))
-            t_mtrl.append(_timed(mtrl_update, device))
+            t_plain.append(timed(plain.update, device))
+            t_mtrl.append(timed(mtrl_update, device))
 
     med_mtrl = statistics.median(t_mtrl)
     med_plain = statistics.median(t_plain)
@@ -272,7 +257,7 @@ def main() -> None:
     if args.repeats < 1 or args.per_task_fill < 1:
         parser.error("--repeats and --per-task-fill must be positive")
 
-    result = run(_pick_device(args.device), args.repeats, args.warmup, args.per_task_fill)
+    result = run(pick_device(args.device), args.repeats, args.warmup, args.per_task_fill)
     print(
         f"mtsac_vs_plain = {result['mtsac_vs_plain']:.2f} "
         f"(mtrl {result['mtrl_update_ms']:.1f} ms, plain {result['plain_update_ms']:.1f} ms, "

@@ -1,0 +1,47 @@
+"""Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mtrl.data.replay import Batch
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → CUDA if present; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available")
+    return torch.device(name)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall time of ``fn()``, with CUDA synchronized before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def random_batch(num_tasks: int, per_task: int, obs_dim: int, action_dim: int,
+                 device: torch.device, seed: int) -> Batch:
+    """A task-stratified batch of random transitions (1% terminal)."""
+    g = torch.Generator().manual_seed(seed)
+    n = num_tasks * per_task
+    return Batch(
+        obs=torch.randn(n, obs_dim, generator=g).to(device),
+        action=(torch.rand(n, action_dim, generator=g) * 2 - 1).to(device),
+        reward=torch.randn(n, generator=g).to(device),
+        next_obs=torch.randn(n, obs_dim, generator=g).to(device),
+        terminated=(torch.rand(n, generator=g) < 0.01).float().to(device),
+        task_id=torch.arange(num_tasks, device=device).repeat_interleave(per_task),
+        num_tasks=num_tasks,
+    )
