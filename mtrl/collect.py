@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -36,15 +37,21 @@ class Transitions:
 class VectorCollector:
     """Steps a MultiTaskVectorEnv in this process.
 
-    Actions come in policy space ``[-1, 1]`` and are mapped affinely to the env's Box bounds.
+    Continuous actions come in policy space ``[-1, 1]`` and are mapped affinely to the env's
+    Box bounds; discrete actions (indices) pass through unchanged.
     """
 
     def __init__(self, env: MultiTaskVectorEnv) -> None:
         self.env = env
         space: Any = env.single_action_space
-        self._low = np.asarray(space.low, dtype=np.float32)
-        self._high = np.asarray(space.high, dtype=np.float32)
-        self._identity = bool(np.all(self._low == -1.0) and np.all(self._high == 1.0))
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        if self.discrete:
+            self._low = self._high = np.zeros(0, dtype=np.float32)
+            self._identity = True
+        else:
+            self._low = np.asarray(space.low, dtype=np.float32)
+            self._high = np.asarray(space.high, dtype=np.float32)
+            self._identity = bool(np.all(self._low == -1.0) and np.all(self._high == 1.0))
         self.obs: np.ndarray | None = None
 
     @property

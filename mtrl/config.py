@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete")
-AGENT_NAMES = ("mtsac",)
+AGENT_NAMES = ("mtsac", "mta2c")
+# Agents that learn from their own fresh rollouts (no replay, no warm-up).
+ON_POLICY_AGENTS = ("mta2c",)
+OPTIMIZER_NAMES = ("rmsprop", "adam")
+TORSO_NAMES = ("auto", "nature-cnn", "none")
 ARCH_NAMES = ("mlp", "multihead", "soft-modular", "routing", "moe")
 ROUTER_MODES = ("reinforce", "gumbel")
 TASK_ENCODER_NAMES = ("one-hot", "embedding")
@@ -26,6 +30,9 @@ COMBINER_NAMES = ("mean", "pcgrad", "gradnorm", "uncertainty", "dwa")
 LOSS_BALANCING_COMBINERS = ("gradnorm", "uncertainty", "dwa")
 DEVICES = ("auto", "cpu", "cuda")
 VECTOR_STRATEGIES = ("sync", "async")
+# Envs with discrete actions / image observations (known without building them).
+DISCRETE_ENVS = ("toy-reach-discrete", "atari")
+IMAGE_ENVS = ("atari",)
 
 
 class ConfigError(ValueError):
@@ -114,9 +121,12 @@ class ArchConfig:
 
 @dataclass
 class AgentConfig:
-    """MT-SAC hyperparameters. Defaults follow the Meta-World+ MTSAC baseline (McLean et al.
-    2025, metaworld-algorithms): 400-400 MLPs, batch 1280, lr 3e-4, gamma 0.99, tau 0.005,
-    initial temperature 1.0, target entropy -|A|."""
+    """Agent hyperparameters. ``name``: mtsac (multi-task SAC, off-policy, continuous actions)
+    or mta2c (multi-task A2C, on-policy, discrete or continuous actions). The MT-SAC defaults
+    follow the Meta-World+ MTSAC baseline (McLean et al. 2025, metaworld-algorithms): 400-400
+    MLPs, batch 1280, lr 3e-4, gamma 0.99, tau 0.005, initial temperature 1.0, target entropy
+    -|A|. The MT-A2C fields are at the end (``n_steps`` …); the A2C presets set the hidden
+    sizes, ``grad_clip`` and the combiner for it."""
 
     name: str = "mtsac"
     actor_hidden: list[int] = field(default_factory=lambda: [400, 400])
@@ -137,15 +147,17 @@ class AgentConfig:
     """Clip each network's global gradient norm to this value; None disables clipping."""
     max_q_value: float | None = None
     """Clip Q targets and predictions to [-v, v] (Meta-World+ uses 5000); None disables."""
-    popart: bool = False
-    """PopArt-normalized critics (per-task value heads and statistics; Hessel et al. 2019)."""
+    popart: bool | None = None
+    """PopArt-normalized values (per-task value heads and statistics; Hessel et al. 2019).
+    None: the agent's default, on for mta2c (as in Hessel et al.), off for mtsac."""
     popart_beta: float = 3e-4
     """Step size β of PopArt's running moments (Hessel et al. 2019 use 3e-4)."""
     popart_actor_scale: bool = True
     """With PopArt, divide each task's actor loss by its σ (scale-invariant actor gradients)."""
     actor_combiner: str = "mean"
     """How the per-task actor losses become one update: mean | pcgrad (loss-balancing
-    combiners need non-negative losses and are not allowed for the SAC actor)."""
+    combiners need non-negative losses and are not allowed for the SAC actor). mta2c: the
+    combiner of its joint actor-critic loss."""
     critic_combiner: str = "mean"
     """mean | pcgrad | gradnorm | uncertainty | dwa."""
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
@@ -154,6 +166,25 @@ class AgentConfig:
     critic_arch: str = "mlp"
     """mlp | multihead | soft-modular | moe (sizes in agent.arch)."""
     arch: ArchConfig = field(default_factory=ArchConfig)
+    # ---- mta2c (on-policy) ------------------------------------------------------------------
+    n_steps: int = 5
+    """mta2c: env steps per env in each rollout (one update per rollout; A3C/SB3 use 5)."""
+    gae_lambda: float = 1.0
+    """mta2c: GAE λ (Schulman et al. 2016); 1.0 gives A3C's n-step returns."""
+    ent_coef: float = 0.01
+    """mta2c: weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """mta2c: weight of the squared value error (G − V)²."""
+    lr: float = 7e-4
+    """mta2c: learning rate of its single optimizer."""
+    optimizer: str = "rmsprop"
+    """mta2c: rmsprop (Mnih et al. 2016, shared statistics as in SB3) | adam."""
+    optim_eps: float = 1e-5
+    """mta2c: ε of RMSprop / Adam."""
+    rmsprop_alpha: float = 0.99
+    """mta2c: RMSprop smoothing constant α."""
+    torso: str = "auto"
+    """mta2c: auto (Nature CNN for image observations, none otherwise) | nature-cnn | none."""
 
 
 @dataclass
@@ -172,6 +203,10 @@ class EvalConfig:
     """Meta-World protocol: 50 episodes per task, one per goal."""
     final: bool = True
     """Evaluate once more when training ends."""
+    deterministic: bool = True
+    """Act with the policy's mode (mean action / most likely action), the Meta-World protocol;
+    false samples from the policy (common for Atari policy-gradient agents, whose greedy
+    policies can get stuck)."""
 
 
 @dataclass
@@ -285,12 +320,17 @@ def validate(cfg: TrainConfig) -> None:
     a = cfg.agent
     if a.name not in AGENT_NAMES:
         raise ConfigError(_choice_msg("agent.name", a.name, AGENT_NAMES))
+    on_policy = a.name in ON_POLICY_AGENTS
     for path, sizes in (("agent.actor_hidden", a.actor_hidden),
                         ("agent.critic_hidden", a.critic_hidden)):
-        if len(sizes) == 0 or any((not isinstance(s, int)) or s <= 0 for s in sizes):
-            raise ConfigError(f"{path}={sizes!r} must be a non-empty list of positive integers")
+        if any((not isinstance(s, int)) or s <= 0 for s in sizes):
+            raise ConfigError(f"{path}={sizes!r} must be a list of positive integers")
+        if not sizes and not on_policy:
+            raise ConfigError(f"{path}=[] : {a.name} needs at least one hidden layer")
+    if on_policy:
+        _validate_on_policy(cfg)
     _positive("agent.batch_size", a.batch_size)
-    if a.batch_size % num_tasks != 0:
+    if not on_policy and a.batch_size % num_tasks != 0:
         lo = max(num_tasks, a.batch_size // num_tasks * num_tasks)
         raise ConfigError(
             f"agent.batch_size={a.batch_size} must be divisible by the number of tasks "
@@ -347,15 +387,15 @@ def validate(cfg: TrainConfig) -> None:
     _positive("agent.combiner.weight_lr", c.weight_lr)
     _positive("agent.combiner.dwa_temperature", c.dwa_temperature)
     _positive("agent.combiner.dwa_window", c.dwa_window)
-    if cfg.env.name == "toy-reach-discrete":
+    if a.name == "mtsac" and cfg.env.name in DISCRETE_ENVS:
         raise ConfigError(
-            "env.name='toy-reach-discrete' has discrete actions, which agent.name='mtsac' "
-            "(continuous SAC) cannot drive; allowed for mtsac: "
-            + ", ".join(n for n in ENV_NAMES if n != "toy-reach-discrete")
+            f"env.name={cfg.env.name!r} has discrete actions, which agent.name='mtsac' "
+            "(continuous SAC) cannot drive; use agent.name='mta2c', or for mtsac one of: "
+            + ", ".join(n for n in ENV_NAMES if n not in DISCRETE_ENVS)
         )
 
     _positive("replay.capacity", cfg.replay.capacity)
-    if cfg.replay.capacity < num_tasks:
+    if not on_policy and cfg.replay.capacity < num_tasks:
         raise ConfigError(
             f"replay.capacity={cfg.replay.capacity} must hold at least one transition per task "
             f"({num_tasks} tasks)"
@@ -368,6 +408,38 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.total_steps < num_envs:
         raise ConfigError(
             f"total_steps={cfg.total_steps} is less than one step of all {num_envs} envs"
+        )
+
+
+def _validate_on_policy(cfg: TrainConfig) -> None:
+    a = cfg.agent
+    if cfg.warmup_steps != 0:
+        raise ConfigError(
+            f"warmup_steps={cfg.warmup_steps}: agent.name={a.name!r} is on-policy and acts with "
+            "its own policy from the first step; set warmup_steps=0"
+        )
+    _positive("agent.n_steps", a.n_steps)
+    if not 0.0 <= a.gae_lambda <= 1.0:
+        raise ConfigError(f"agent.gae_lambda={a.gae_lambda!r} must be in [0, 1]")
+    _positive("agent.ent_coef", a.ent_coef, allow_zero=True)
+    _positive("agent.vf_coef", a.vf_coef)
+    _positive("agent.lr", a.lr)
+    _positive("agent.optim_eps", a.optim_eps)
+    if a.optimizer not in OPTIMIZER_NAMES:
+        raise ConfigError(_choice_msg("agent.optimizer", a.optimizer, OPTIMIZER_NAMES))
+    if not 0.0 < a.rmsprop_alpha < 1.0:
+        raise ConfigError(f"agent.rmsprop_alpha={a.rmsprop_alpha!r} must be in (0, 1)")
+    if a.torso not in TORSO_NAMES:
+        raise ConfigError(_choice_msg("agent.torso", a.torso, TORSO_NAMES))
+    if a.torso == "nature-cnn" and cfg.env.name not in IMAGE_ENVS:
+        raise ConfigError(
+            f"agent.torso='nature-cnn' needs image observations, but env.name={cfg.env.name!r} "
+            "has flat vectors; allowed here: auto, none"
+        )
+    if a.critic_combiner != "mean":
+        raise ConfigError(
+            f"agent.critic_combiner={a.critic_combiner!r}: {a.name} has one joint actor-critic "
+            "loss, combined by agent.actor_combiner; leave agent.critic_combiner='mean'"
         )
 
 

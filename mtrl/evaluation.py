@@ -38,23 +38,46 @@ class EvalResult:
     episodes: dict[str, int]
     episode_success: dict[str, list[bool]] = field(default_factory=dict)
     episode_return: dict[str, list[float]] = field(default_factory=dict)
+    hns: dict[str, float] = field(default_factory=dict)
+    """Atari: human-normalized score of each game's mean return (empty otherwise)."""
 
     @property
     def success_mean(self) -> float:
         return float(np.mean([self.success[t] for t in self.task_names]))
 
     @property
+    def hns_median(self) -> float:
+        return float(np.median([self.hns[t] for t in self.task_names]))
+
+    @property
+    def hns_mean(self) -> float:
+        return float(np.mean([self.hns[t] for t in self.task_names]))
+
+    @property
     def return_mean(self) -> float:
         return float(np.mean([self.returns[t] for t in self.task_names]))
 
     def tasks_dict(self) -> dict[str, dict[str, Any]]:
-        return {
+        out: dict[str, dict[str, Any]] = {
             t: {"success": self.success[t], "return": self.returns[t], "episodes": self.episodes[t]}
             for t in self.task_names
         }
+        for t, h in self.hns.items():
+            out[t]["human_normalized_score"] = h
+        return out
 
     def table(self) -> str:
         width = max(12, *(len(t) for t in self.task_names))
+        if self.hns:  # Atari: no success flag; returns and human-normalized scores
+            lines = [f"{'game':<{width}}  {'return':>10}  {'HNS':>8}  {'episodes':>8}"]
+            lines.append("-" * len(lines[0]))
+            for t in self.task_names:
+                lines.append(f"{t:<{width}}  {self.returns[t]:>10.1f}  {self.hns[t]:>8.3f}  "
+                             f"{self.episodes[t]:>8d}")
+            lines.append("-" * len(lines[0]))
+            lines.append(f"{'median HNS':<{width}}  {'':>10}  {self.hns_median:>8.3f}")
+            lines.append(f"{'mean HNS':<{width}}  {'':>10}  {self.hns_mean:>8.3f}")
+            return "\n".join(lines)
         lines = [f"{'task':<{width}}  {'success':>8}  {'return':>10}  {'episodes':>8}"]
         lines.append("-" * len(lines[0]))
         for t in self.task_names:
@@ -68,9 +91,11 @@ class EvalResult:
 
 
 def evaluate(
-    agent: Actor, env: MultiTaskVectorEnv, episodes_per_task: int, *, seed: int = 0
+    agent: Actor, env: MultiTaskVectorEnv, episodes_per_task: int, *, seed: int = 0,
+    deterministic: bool = True,
 ) -> EvalResult:
-    """Run the protocol above on an evaluation env (autoreset disabled, one env per task)."""
+    """Run the protocol above on an evaluation env (autoreset disabled, one env per task).
+    ``deterministic=False`` samples actions from the policy instead of taking its mode."""
     if len(np.unique(env.task_ids)) != env.num_envs:
         raise ValueError("the evaluation env must have exactly one sub-env per task")
     n = env.num_envs
@@ -84,7 +109,7 @@ def evaluate(
     env.set_goals(count % goals, all_envs)
     obs, _ = env.reset(seed=seed)
     while (count < episodes_per_task).any():
-        action = agent.act(obs, task_ids, deterministic=True)
+        action = agent.act(obs, task_ids, deterministic=deterministic)
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated | truncated
         if not done.any():
@@ -101,6 +126,12 @@ def evaluate(
         obs, _ = env.reset(options={"reset_mask": done})
 
     names = [env.task_names[k] for k in task_ids]
+    hns: dict[str, float] = {}
+    if env.benchmark.get("name") == "atari":
+        from mtrl.envs.atari_scores import human_normalized_score
+
+        hns = {names[i]: human_normalized_score(names[i], float(np.mean(rets[i])))
+               for i in range(n)}
     return EvalResult(
         task_names=list(env.task_names),
         success={names[i]: float(np.mean(succ[i])) for i in range(n)},
@@ -108,6 +139,7 @@ def evaluate(
         episodes={names[i]: len(succ[i]) for i in range(n)},
         episode_success={names[i]: succ[i] for i in range(n)},
         episode_return={names[i]: rets[i] for i in range(n)},
+        hns=hns,
     )
 
 
@@ -127,6 +159,8 @@ class RunEvaluation:
             "episodes_per_task": self.episodes_per_task,
             "success_mean": self.result.success_mean,
             "return_mean": self.result.return_mean,
+            **({"hns_median": self.result.hns_median, "hns_mean": self.result.hns_mean}
+               if self.result.hns else {}),
             "tasks": self.result.tasks_dict(),
             "protocol": PROTOCOL.format(n=self.episodes_per_task),
         }
@@ -151,12 +185,10 @@ def load_policy(run_dir: str, checkpoint: str | None, device: str, env: MultiTas
     state = load_file(ckpt_path)
     if list(state.get("task_names", [])) != list(env.task_names):
         raise ResumeError(f"{ckpt_path} was trained on other tasks than {run_dir}/config.yaml")
-    obs_shape = env.single_observation_space.shape or ()
-    act_shape = env.single_action_space.shape or ()
     agent = build_agent(
         cfg.agent,
-        obs_dim=int(np.prod(obs_shape)),
-        action_dim=int(np.prod(act_shape)),
+        obs_space=env.single_observation_space,
+        action_space=env.single_action_space,
         num_tasks=env.num_tasks,
         device=resolve_device(device),
     )
@@ -193,7 +225,8 @@ def evaluate_run(
     env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
     try:
         agent, ckpt_path, state = load_policy(run_dir, checkpoint, device, env)
-        result = evaluate(agent, env, n, seed=derive_seed(cfg.seed, "eval"))
+        result = evaluate(agent, env, n, seed=derive_seed(cfg.seed, "eval"),
+                          deterministic=cfg.eval.deterministic)
     finally:
         env.close()
     return RunEvaluation(

@@ -171,6 +171,68 @@ def _toy_pcgrad() -> TrainConfig:
     return cfg
 
 
+def _toy_a2c() -> TrainConfig:
+    """MT-A2C with PopArt on the 4-goal *discrete* point-reach toy (5 actions): 16 envs
+    (4 per task), 5-step rollouts, 64-64 policy and value MLPs on [obs, one_hot], RMSprop.
+    Learns to >= 0.9 success in about a minute on a 2-core CPU (tests/test_a2c.py)."""
+    return TrainConfig(
+        preset="toy-a2c",
+        total_steps=120_000,
+        warmup_steps=0,
+        env=EnvConfig(name="toy-reach-discrete", num_tasks=4, envs_per_task=4,
+                      max_episode_steps=50),
+        agent=AgentConfig(
+            name="mta2c",
+            actor_hidden=[64, 64],
+            critic_hidden=[64, 64],
+            n_steps=5,
+            gamma=0.99,
+            gae_lambda=1.0,
+            lr=2e-3,
+            ent_coef=0.01,
+            vf_coef=0.5,
+            grad_clip=0.5,
+            popart=True,
+            popart_beta=1e-2,
+        ),
+        eval=EvalConfig(every=40_000, episodes_per_task=10),
+        log=LogConfig(every=4_000),
+        checkpoint=CheckpointConfig(every=40_000, keep_last=2),
+    )
+
+
+def _mt10_a2c() -> TrainConfig:
+    """MT-A2C with PopArt on Meta-World MT10 (Gaussian policy with a per-task state-independent
+    log-std, actions clipped to [-1, 1]): 400-400 policy and value MLPs on [obs, one_hot],
+    n_steps 5 (50 env steps per update), GAE λ 0.95, Adam lr 3e-4, gradient clip 0.5, entropy
+    coefficient 0. An on-policy baseline for MT10; expect it to need far more env steps than
+    MT-SAC."""
+    return TrainConfig(
+        preset="mt10-a2c",
+        total_steps=20_000_000,
+        warmup_steps=0,
+        env=EnvConfig(name="mt10"),
+        agent=AgentConfig(
+            name="mta2c",
+            actor_hidden=[400, 400],
+            critic_hidden=[400, 400],
+            n_steps=5,
+            gamma=0.99,
+            gae_lambda=0.95,
+            optimizer="adam",
+            lr=3e-4,
+            ent_coef=0.0,
+            vf_coef=0.5,
+            grad_clip=0.5,
+            popart=True,
+            popart_beta=3e-4,
+        ),
+        eval=EvalConfig(every=200_000, episodes_per_task=50),
+        log=LogConfig(every=5_000),
+        checkpoint=CheckpointConfig(every=200_000, keep_last=3),
+    )
+
+
 PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "toy-mtsac": _toy_mtsac,
     "mt10-mtsac": lambda: _metaworld_mtsac("mt10"),
@@ -187,6 +249,8 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "mt50-soft-modular": lambda: _soft_modular("mt50"),
     "mt10-routing": _routing,
     "mt10-moe": _moe,
+    "toy-a2c": _toy_a2c,
+    "mt10-a2c": _mt10_a2c,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -205,6 +269,8 @@ DESCRIPTIONS: dict[str, str] = {
     "mt50-soft-modular": "Soft Modularization (Yang et al. 2020), deep 4x4 network, MT50",
     "mt10-routing": "Routing networks (Rosenbaum et al. 2018), REINFORCE-trained routers, MT10",
     "mt10-moe": "CARE-style mixture of 4 experts with task attention (Sodhani et al. 2021), MT10",
+    "toy-a2c": "MT-A2C + PopArt on the 4-goal discrete point-reach toy; ~1 min on 2 CPU cores",
+    "mt10-a2c": "MT-A2C + PopArt with a Gaussian policy on Meta-World MT10 (on-policy baseline)",
 }
 
 

@@ -1,9 +1,17 @@
 """The training loop: collect → update → log → evaluate → checkpoint.
 
 :func:`train` runs a config into a run directory (or resumes one). The loop owns no algorithm:
-it steps a :class:`~mtrl.envs.MultiTaskVectorEnv`, stores transitions in the replay buffer,
-calls ``agent.update`` on task-stratified batches, and handles logging, evaluation,
-checkpoints, Ctrl-C and non-finite losses.
+it steps a :class:`~mtrl.envs.MultiTaskVectorEnv` and calls ``agent.update`` on task-stratified
+batches, and handles logging, evaluation, checkpoints, Ctrl-C and non-finite losses. One
+iteration of the loop is
+
+* off-policy agents (mtsac): one vector-env step into the replay buffer, then
+  ``updates_per_step`` updates on sampled batches (after the warm-up);
+* on-policy agents (mta2c): one rollout of ``agent.n_steps`` vector-env steps into the
+  device-resident :class:`~mtrl.data.rollout.RolloutStorage`, then one update on it.
+
+Logging, evaluation and checkpoints happen between iterations, when the env-step counter
+crosses their period.
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ import numpy as np
 import torch
 
 from mtrl import config as C
-from mtrl.agents import build_agent
+from mtrl.agents import MTA2C, MTSAC, build_agent
 from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
 from mtrl.collect import Transitions, VectorCollector
 from mtrl.config import ConfigError, TrainConfig
 from mtrl.data.replay import MultiTaskReplayBuffer
+from mtrl.data.rollout import RolloutStorage
 from mtrl.envs import MultiTaskVectorEnv, make_env
 from mtrl.evaluation import PROTOCOL, EvalResult, RunEvaluation, evaluate
 from mtrl.logging import RunLogger, collect_metadata, flatten, tile_matrices, write_json
@@ -177,28 +186,50 @@ class Trainer:
             self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
         obs_space = self.env.single_observation_space
         act_space = self.env.single_action_space
-        if not isinstance(act_space, gym.spaces.Box) or obs_space.shape is None:
+        self.on_policy = cfg.agent.name in C.ON_POLICY_AGENTS
+        if obs_space.shape is None or (
+            not self.on_policy and not isinstance(act_space, gym.spaces.Box)
+        ):
             raise ConfigError(f"env.name={cfg.env.name!r} has non-Box actions; mtsac needs Box")
         self.obs_shape = tuple(obs_space.shape)
-        self.action_dim = int(np.prod(act_space.shape))
+        self.action_dim = int(np.prod(act_space.shape or ()))
         self.num_tasks = len(self.task_names)
         self.num_envs = self.env.num_envs
+        # Atari-style benchmarks have no success flag: log returns (and human-normalized
+        # scores) instead of success rates.
+        self.has_success = bool(self.env.benchmark.get("has_success", True))
+        self.is_atari = self.env.benchmark.get("name") == "atari"
 
         self.agent = build_agent(
             cfg.agent,
-            obs_dim=int(np.prod(self.obs_shape)),
-            action_dim=self.action_dim,
+            obs_space=obs_space,
+            action_space=act_space,
             num_tasks=self.num_tasks,
             device=self.device,
         )
-        self.buffer = MultiTaskReplayBuffer(
-            self.num_tasks,
-            cfg.replay.capacity,
-            self.obs_shape,
-            self.action_dim,
-            device=self.device,
-            seed=derive_seed(cfg.seed, "replay"),
-        )
+        self.buffer: MultiTaskReplayBuffer | None = None
+        self.storage: RolloutStorage | None = None
+        if self.on_policy:
+            discrete = isinstance(act_space, gym.spaces.Discrete)
+            self.storage = RolloutStorage(
+                cfg.agent.n_steps,
+                self.env.task_ids,
+                self.obs_shape,
+                obs_dtype=torch.uint8 if obs_space.dtype == np.uint8 else torch.float32,
+                action_shape=() if discrete else (self.action_dim,),
+                discrete=discrete,
+                device=self.device,
+            )
+        else:
+            self.buffer = MultiTaskReplayBuffer(
+                self.num_tasks,
+                cfg.replay.capacity,
+                self.obs_shape,
+                self.action_dim,
+                device=self.device,
+                seed=derive_seed(cfg.seed, "replay"),
+            )
+        self.last_returns = np.full(self.num_tasks, np.nan)
         self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, "warmup"))
         self.vec_step = 0
         self.updates = 0
@@ -249,7 +280,7 @@ class Trainer:
                 f"checkpoint {self.resumed_from} does not fit this run's networks: "
                 f"{' '.join(str(e).split())[:300]}"
             ) from e
-        if replay is not None:
+        if replay is not None and self.buffer is not None:
             try:
                 self.buffer.load(replay)
             except ValueError as e:
@@ -298,12 +329,16 @@ class Trainer:
         bad = metrics.nonfinite()
         if bad is not None:
             self._raise_nonfinite(*bad)
-        replay = self.buffer.save if self.cfg.replay.save_with_checkpoint else None
+        replay = (self.buffer.save
+                  if self.buffer is not None and self.cfg.replay.save_with_checkpoint else None)
         return self.ckpts.save(self.env_steps, self._train_state(), replay)
 
     def _raise_nonfinite(self, key: str, update: int) -> None:
-        warm = max(1, math.ceil(self.cfg.warmup_steps / self.num_envs))
-        step = (warm + update // self.cfg.updates_per_step) * self.num_envs
+        if self.on_policy:
+            step = (update + 1) * self.cfg.agent.n_steps * self.num_envs
+        else:
+            warm = max(1, math.ceil(self.cfg.warmup_steps / self.num_envs))
+            step = (warm + update // self.cfg.updates_per_step) * self.num_envs
         last = self.ckpts.latest()
         where = f"the last good checkpoint is {last.path}" if last else "no checkpoint was saved"
         raise NonFiniteLossError(
@@ -366,31 +401,14 @@ class Trainer:
         self.agent.train()
         try:
             while self.vec_step < total_vec and stop["signal"] is None:
-                if self.vec_step < warm_vec:
-                    action = self.warmup_rng.uniform(-1.0, 1.0, (self.num_envs, self.action_dim))
-                    action = action.astype(np.float32)
+                prev = self.env_steps
+                if self.on_policy:
+                    self._rollout_and_update(logger, metrics, bar)
                 else:
-                    assert collector.obs is not None
-                    action = self.agent.act(collector.obs, task_ids)
-                    if not np.isfinite(action).all():
-                        bad = metrics.nonfinite()
-                        self._raise_nonfinite(*(bad or ("actor_output", self.updates)))
-                tr = collector.step(action)
-                self.buffer.add(tr.obs, tr.action, tr.reward, tr.next_obs, tr.terminated,
-                                tr.task_id)
-                self.vec_step += 1
-                bar.update(self.num_envs)
-                if tr.episode is not None:
-                    self._log_episodes(logger, tr)
-
-                if self.vec_step >= warm_vec:
-                    for _ in range(cfg.updates_per_step):
-                        metrics.add(self.agent.update(self.buffer.sample(per_task)))
-                        self.updates += 1
+                    self._off_policy_step(logger, metrics, bar, warm_vec, per_task, task_ids)
 
                 env_steps = self.env_steps
-                prev = env_steps - self.num_envs
-                if _crossed(prev, env_steps, cfg.log.every) or self.vec_step == total_vec:
+                if _crossed(prev, env_steps, cfg.log.every) or self.vec_step >= total_vec:
                     bad = metrics.nonfinite()
                     if bad is not None:
                         self._raise_nonfinite(*bad)
@@ -439,6 +457,62 @@ class Trainer:
         return TrainResult(self.run_dir, self.env_steps, self.updates, interrupted, last_ckpt,
                            final_eval)
 
+    def _off_policy_step(self, logger: RunLogger, metrics: _Metrics, bar: Any, warm_vec: int,
+                         per_task: int, task_ids: np.ndarray) -> None:
+        """One vector-env step into the replay buffer, then ``updates_per_step`` updates."""
+        collector, buffer, agent = self.collector, self.buffer, self.agent
+        assert buffer is not None and isinstance(agent, MTSAC)
+        if self.vec_step < warm_vec:
+            action = self.warmup_rng.uniform(-1.0, 1.0, (self.num_envs, self.action_dim))
+            action = action.astype(np.float32)
+        else:
+            assert collector.obs is not None
+            action = agent.act(collector.obs, task_ids)
+            if not np.isfinite(action).all():
+                bad = metrics.nonfinite()
+                self._raise_nonfinite(*(bad or ("actor_output", self.updates)))
+        tr = collector.step(action)
+        buffer.add(tr.obs, tr.action, tr.reward, tr.next_obs, tr.terminated, tr.task_id)
+        self.vec_step += 1
+        bar.update(self.num_envs)
+        if tr.episode is not None:
+            self._log_episodes(logger, tr)
+        if self.vec_step >= warm_vec:
+            for _ in range(self.cfg.updates_per_step):
+                metrics.add(agent.update(buffer.sample(per_task)))
+                self.updates += 1
+
+    def _rollout_and_update(self, logger: RunLogger, metrics: _Metrics, bar: Any) -> None:
+        """One rollout of ``n_steps`` vector steps with the current policy, then one update.
+        Observations go to the device once each (into their storage slot, which the policy
+        reads); actions come back once per step; rewards and flags once per rollout."""
+        storage, collector, agent = self.storage, self.collector, self.agent
+        assert storage is not None and isinstance(agent, MTA2C)
+        if not storage.started:
+            assert collector.obs is not None
+            storage.start(collector.obs)
+        tid = storage.task_id
+        for _ in range(storage.num_steps):
+            action, value = agent.step(storage.current_obs(), tid)
+            tr = collector.step(agent.to_env(action))
+            assert collector.obs is not None
+            storage.add(action, value, tr.reward, tr.terminated, tr.truncated, collector.obs)
+            cut = tr.truncated & ~tr.terminated
+            if cut.any():
+                # Bootstrap from the real last observation of episodes cut by a time limit.
+                idx = np.flatnonzero(cut)
+                obs = torch.as_tensor(tr.next_obs[idx], device=self.device)
+                storage.set_truncation_value(cut, agent.value(obs, tid[idx]))
+            self.vec_step += 1
+            bar.update(self.num_envs)
+            if tr.episode is not None:
+                self._log_episodes(logger, tr)
+        last_value = agent.value(storage.current_obs(), tid)
+        batch = storage.batch(last_value, self.cfg.agent.gamma, self.cfg.agent.gae_lambda)
+        metrics.add(agent.update(batch))
+        self.updates += 1
+        storage.after_update()
+
     def _log_architectures(self, logger: RunLogger, step: int) -> None:
         """Routing / expert weights per task (``router/<net>/...``): images of the per-task
         weight matrices, and each task's entropy over modules/experts (collapse shows as
@@ -478,7 +552,10 @@ class Trainer:
             self._last_rates = (sps, ups)
         sps, ups = getattr(self, "_last_rates", (0.0, 0.0))
         out = {"sps": f"{sps:.0f}", "ups": f"{ups:.1f}"}
-        if self.last_eval is not None:
+        if not self.has_success:
+            if not np.isnan(self.last_returns).all():
+                out["return"] = f"{np.nanmean(self.last_returns):.1f}"
+        elif self.last_eval is not None:
             out["eval_success"] = f"{self.last_eval.success_mean:.2f}"
         elif not np.isnan(self.train_success).all():
             out["train_success"] = f"{np.nanmean(self.train_success):.2f}"
@@ -487,31 +564,51 @@ class Trainer:
     def _log_episodes(self, logger: RunLogger, tr: Transitions) -> None:
         ep, done = tr.episode, tr.episode_mask
         assert ep is not None and done is not None
+        if self.is_atari:
+            from mtrl.envs.atari_scores import human_normalized_score
         step = self.env_steps
         for i in np.flatnonzero(done):
             k = int(tr.task_id[i])
             name = self.task_names[k]
-            logger.scalar(f"train/episode_return/{name}", ep["return"][i], step)
-            logger.scalar(f"train/success/{name}", float(ep["success"][i]), step)
-            self.train_success[k] = float(ep["success"][i])
+            ret = float(ep["return"][i])
+            logger.scalar(f"train/episode_return/{name}", ret, step)
+            self.last_returns[k] = ret
+            if self.has_success:
+                logger.scalar(f"train/success/{name}", float(ep["success"][i]), step)
+                self.train_success[k] = float(ep["success"][i])
+            if self.is_atari:
+                logger.scalar(f"train/hns/{name}", human_normalized_score(name, ret), step)
             self.episodes += 1
-        if not np.isnan(self.train_success).any():
+        if self.has_success and not np.isnan(self.train_success).any():
             logger.scalar("train/success_mean", float(np.mean(self.train_success)), step)
+        if self.is_atari and not np.isnan(self.last_returns).any():
+            # Median / mean human-normalized score over games of each game's latest episode.
+            hns = [human_normalized_score(t, r)
+                   for t, r in zip(self.task_names, self.last_returns, strict=True)]
+            logger.scalar("train/hns_median", float(np.median(hns)), step)
+            logger.scalar("train/hns_mean", float(np.mean(hns)), step)
 
     def _evaluate(self, logger: RunLogger) -> EvalResult:
         assert self.eval_env is not None
         self.agent.eval()
         result = evaluate(
             self.agent, self.eval_env, self.cfg.eval.episodes_per_task,
-            seed=derive_seed(self.cfg.seed, "eval"),
+            seed=derive_seed(self.cfg.seed, "eval"), deterministic=self.cfg.eval.deterministic,
         )
         self.agent.train()
         step = self.env_steps
         for t in self.task_names:
-            logger.scalar(f"eval/success/{t}", result.success[t], step)
+            if self.has_success:
+                logger.scalar(f"eval/success/{t}", result.success[t], step)
             logger.scalar(f"eval/return/{t}", result.returns[t], step)
-        logger.scalar("eval/success_mean", result.success_mean, step)
+            if result.hns:
+                logger.scalar(f"eval/hns/{t}", result.hns[t], step)
+        if self.has_success:
+            logger.scalar("eval/success_mean", result.success_mean, step)
         logger.scalar("eval/return_mean", result.return_mean, step)
+        if result.hns:
+            logger.scalar("eval/hns_median", result.hns_median, step)
+            logger.scalar("eval/hns_mean", result.hns_mean, step)
         logger.flush()
         self.last_eval = result
         self.best_eval = max(self.best_eval or 0.0, result.success_mean)

@@ -32,6 +32,27 @@ def _label(frame: np.ndarray, text: str, ok: bool, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
+def select_mujoco_gl() -> str | None:
+    """Choose MuJoCo's off-screen backend before MuJoCo is imported: keep ``MUJOCO_GL`` if the
+    user set it, use the display if there is one, else OSMesa if its library is installed.
+    Raises a RuntimeError that says what to install when a headless machine has neither."""
+    import ctypes.util
+
+    if os.environ.get("MUJOCO_GL") or os.environ.get("DISPLAY"):
+        return os.environ.get("MUJOCO_GL")
+    if ctypes.util.find_library("OSMesa"):
+        os.environ["MUJOCO_GL"] = "osmesa"
+        return "osmesa"
+    if ctypes.util.find_library("EGL"):
+        os.environ["MUJOCO_GL"] = "egl"
+        return "egl"
+    raise RuntimeError(
+        "Meta-World videos need MuJoCo off-screen rendering, and this machine has no display, "
+        "no OSMesa and no EGL: install OSMesa (Debian/Ubuntu: apt install libosmesa6) or, on a "
+        "GPU machine, run with MUJOCO_GL=egl"
+    )
+
+
 def record_videos(
     run_dir: str,
     *,
@@ -45,17 +66,18 @@ def record_videos(
     """Record one episode per task; returns ``{task: {"path", "frames", "steps", "success"}}``."""
     if every < 1:
         raise ValueError(f"every={every} must be >= 1")
-    if not os.environ.get("DISPLAY"):
-        os.environ.setdefault("MUJOCO_GL", "osmesa")
+    from mtrl.runner import load_run_config
+
+    cfg = load_run_config(Path(run_dir))
+    if cfg.env.name in ("mt10", "mt25", "mt50", "metaworld"):
+        select_mujoco_gl()
     from PIL import Image
 
     from mtrl import config as C
     from mtrl.envs import make_env
     from mtrl.evaluation import load_policy
-    from mtrl.runner import load_run_config
     from mtrl.seeding import derive_seed, seed_everything
 
-    cfg = load_run_config(Path(run_dir))
     C.validate(cfg)
     seed_everything(cfg.seed)
     env = make_env(cfg.env, seed=cfg.seed, evaluation=True, render=True)

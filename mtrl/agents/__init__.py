@@ -2,21 +2,56 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
 import torch
 
+from mtrl.agents.a2c import MTA2C, A2CHyperparams, build_mta2c
 from mtrl.agents.sac import MTSAC, SACHyperparams, build_mtsac
 from mtrl.config import AgentConfig
 from mtrl.optim.combiners import make_combiner
 
-__all__ = ["MTSAC", "SACHyperparams", "build_agent", "build_mtsac"]
+__all__ = [
+    "MTA2C",
+    "MTSAC",
+    "A2CHyperparams",
+    "SACHyperparams",
+    "build_agent",
+    "build_mta2c",
+    "build_mtsac",
+]
+
+Agent = MTSAC | MTA2C
 
 
 def build_agent(
-    cfg: AgentConfig, *, obs_dim: int, action_dim: int, num_tasks: int, device: torch.device
-) -> MTSAC:
-    """The agent a config describes, with freshly initialized networks on ``device``."""
+    cfg: AgentConfig,
+    *,
+    num_tasks: int,
+    device: torch.device,
+    obs_dim: int | None = None,
+    action_dim: int | None = None,
+    obs_space: gym.Space[Any] | None = None,
+    action_space: gym.Space[Any] | None = None,
+) -> Agent:
+    """The agent a config describes, with freshly initialized networks on ``device``, for an
+    env with the given single-env spaces (or, for mtsac, flat ``obs_dim`` / ``action_dim``)."""
+    if obs_space is not None:
+        obs_dim = int(np.prod(obs_space.shape or ()))
+    if action_space is not None and isinstance(action_space, gym.spaces.Box):
+        action_dim = int(np.prod(action_space.shape))
+    if cfg.name == "mta2c":
+        if obs_space is None or action_space is None:
+            raise ValueError("mta2c needs obs_space and action_space")
+        return _build_a2c(cfg, obs_space, action_space, num_tasks, device)
     if cfg.name != "mtsac":
         raise ValueError(f"unknown agent {cfg.name!r}")
+    if action_space is not None and not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(f"mtsac needs continuous (Box) actions, the env has {action_space}")
+    if obs_dim is None or action_dim is None:
+        raise ValueError("mtsac needs obs_dim/action_dim or the env's spaces")
     target_entropy = -float(action_dim) if cfg.target_entropy is None else cfg.target_entropy
     return build_mtsac(
         obs_dim=obs_dim,
@@ -40,10 +75,44 @@ def build_agent(
         critic_combiner=make_combiner(cfg.critic_combiner, cfg.combiner),
         log_std_min=cfg.log_std_min,
         log_std_max=cfg.log_std_max,
-        popart=cfg.popart,
+        popart=bool(cfg.popart),
         popart_beta=cfg.popart_beta,
         actor_arch=cfg.actor_arch,
         critic_arch=cfg.critic_arch,
         arch_cfg=cfg.arch,
+        device=device,
+    )
+
+
+def _build_a2c(cfg: AgentConfig, obs_space: gym.Space[Any], action_space: gym.Space[Any],
+               num_tasks: int, device: torch.device) -> MTA2C:
+    if isinstance(action_space, gym.spaces.Discrete):
+        num_actions, action_dim = int(action_space.n), None
+    elif isinstance(action_space, gym.spaces.Box):
+        num_actions, action_dim = None, int(np.prod(action_space.shape))
+    else:
+        raise ValueError(f"mta2c supports Discrete and Box actions, not {action_space}")
+    return build_mta2c(
+        obs_shape=tuple(obs_space.shape or ()),
+        num_tasks=num_tasks,
+        num_actions=num_actions,
+        action_dim=action_dim,
+        actor_hidden=list(cfg.actor_hidden),
+        critic_hidden=list(cfg.critic_hidden),
+        actor_arch=cfg.actor_arch,
+        critic_arch=cfg.critic_arch,
+        arch_cfg=cfg.arch,
+        torso=cfg.torso,
+        popart=True if cfg.popart is None else cfg.popart,
+        popart_beta=cfg.popart_beta,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        optim_eps=cfg.optim_eps,
+        rmsprop_alpha=cfg.rmsprop_alpha,
+        hparams=A2CHyperparams(
+            gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef,
+            vf_coef=cfg.vf_coef, grad_clip=cfg.grad_clip,
+        ),
+        combiner=make_combiner(cfg.actor_combiner, cfg.combiner),
         device=device,
     )

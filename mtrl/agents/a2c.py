@@ -1,0 +1,278 @@
+"""Multi-task synchronous advantage actor-critic (MT-A2C), optionally with PopArt.
+
+A2C: the synchronous variant of A3C (Mnih et al. 2016, "Asynchronous Methods for Deep
+Reinforcement Learning", Algorithm S3 / Sec. 4): ``N`` envs step in lockstep for ``n`` steps,
+then one gradient step on the loss
+
+    L = E[ −log π(a_t|s_t) · Â_t ]  +  c_v · E[ (G_t − V(s_t))² ]  −  c_e · E[ H[π(·|s_t)] ]
+
+with λ-returns ``G_t = Â_t + V(s_t)`` and generalized advantages ``Â_t`` (Schulman et al. 2016,
+Eq. 16; λ = 1 gives A3C's n-step returns), bootstrapping through time-limit truncations and
+never through true terminals (:mod:`mtrl.data.rollout`). The value term is a plain squared error
+(stable-baselines3 and OpenAI baselines use ``c_v = 0.5`` with it).
+
+Multi-task: the network is conditioned on the task id (:mod:`mtrl.modules.actor_critic`), the
+batch is task-stratified, and the loss is a vector ``L[k]`` of per-task means that a gradient
+combiner (``mean`` by default, or PCGrad) turns into one update.
+
+PopArt (Hessel et al. 2019, "Multi-task Deep Reinforcement Learning with PopArt", Sec. 3 and
+Eq. 9–11 for the actor-critic case): the value head has one normalized output ``n_k`` per task,
+``V_k = σ_k n_k + μ_k``. Each update, in this order:
+
+1. the λ-returns ``G`` are computed in reward units from the values stored while acting;
+2. task ``k``'s statistics take its returns, ``(μ_k, σ_k) → (μ'_k, σ'_k)``, and the head is
+   rescaled so that ``V`` is unchanged (van Hasselt et al. 2016, Algorithm 1);
+3. value loss in normalized units: ``(n_k(s) − (G − μ'_k)/σ'_k)²``;
+4. the policy gradient uses the *normalized* advantage of the paper,
+   ``Ã_t = (G_t − μ'_k)/σ'_k − n'_k(s_t) = (G_t − V(s_t)) / σ'_k``,
+   so every task's policy gradient has the same scale whatever its rewards, and Atari rewards
+   need no clipping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtrl.data.rollout import RolloutBatch
+from mtrl.modules.actor_critic import ActorCritic
+from mtrl.modules.popart import popart_update_
+from mtrl.modules.routing import routed_nets
+from mtrl.optim.combiners import Combiner, MeanCombiner
+
+
+@dataclass
+class A2CHyperparams:
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    grad_clip: float | None = 0.5
+
+
+class MTA2C:
+    """Multi-task A2C; see the module docstring. Receives a built :class:`ActorCritic` and its
+    optimizer. ``update`` returns detached 0-dim tensors (no host sync)."""
+
+    on_policy = True
+
+    def __init__(
+        self,
+        net: ActorCritic,
+        optim: torch.optim.Optimizer,
+        hparams: A2CHyperparams,
+        *,
+        combiner: Combiner | None = None,
+    ) -> None:
+        self.net = net
+        self.optim = optim
+        self.hp = hparams
+        self.combiner = combiner or MeanCombiner()
+        self.combiner.watch(net)
+        self.num_tasks = net.num_tasks
+        self.discrete = net.discrete
+        self.device = next(net.parameters()).device
+        self._params: list[torch.Tensor] = list(net.parameters())
+        self._routers = list(routed_nets(net))
+        self._task_id_cache: tuple[bytes, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Env actions for a batch of observations (evaluation, generic callers)."""
+        obs_t = torch.as_tensor(obs, device=self.device)
+        tid = self._task_tensor(task_id)
+        if deterministic:
+            was = self.net.training
+            self.net.eval()
+            try:
+                policy_out, _ = self.net(obs_t, tid)
+            finally:
+                self.net.train(was)
+            action = self.net.mode(policy_out)
+        else:
+            policy_out, _ = self.net(obs_t, tid)
+            action = self.net.sample(policy_out, tid)
+        return self.to_env(action)
+
+    @torch.no_grad()
+    def step(self, obs: torch.Tensor, task_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rollout step on device tensors: a sampled action and ``V(s)`` (reward units)."""
+        policy_out, value_out = self.net(obs, task_id)
+        return self.net.sample(policy_out, task_id), self.net.unnormalize(value_out, task_id)
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
+        return self.net.value(obs, task_id)
+
+    def to_env(self, action: torch.Tensor) -> np.ndarray:
+        """Device actions → what the env takes: int64 indices, or Gaussian samples clipped to
+        the policy space [-1, 1] (the log-probability is of the unclipped sample)."""
+        if self.discrete:
+            return action.cpu().numpy().astype(np.int64)
+        return action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+
+    def _task_tensor(self, task_id: np.ndarray) -> torch.Tensor:
+        key = np.asarray(task_id, dtype=np.int64).tobytes()
+        if self._task_id_cache is None or self._task_id_cache[0] != key:
+            t = torch.as_tensor(np.asarray(task_id, dtype=np.int64), device=self.device)
+            self._task_id_cache = (key, t)
+        return self._task_id_cache[1]
+
+    # ------------------------------------------------------------------ learning
+    def targets(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Value targets and policy-gradient advantages, each ``[B]``, after the PopArt
+        statistics step (steps 1, 2 and 4 of the module docstring). Without PopArt:
+        ``(G, G − V)``. With PopArt: ``((G − μ')/σ', (G − V)/σ')`` — this *updates* the
+        statistics and rescales the value head."""
+        g = batch.returns
+        adv = batch.advantage
+        popart = self.net.popart
+        if popart is None:
+            return g, adv
+        head = self.net.value_head
+        assert head is not None
+        g_tasks = g.view(batch.num_tasks, batch.per_task)
+        update = popart_update_(popart, g_tasks, [head])
+        target = popart.normalize(g_tasks).view(-1)
+        sigma = update.new_sigma.repeat_interleave(batch.per_task)
+        return target, adv / sigma
+
+    def losses(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        """Per-sample and per-task loss terms of one update (runs the PopArt statistics step
+        when PopArt is on; no parameter update otherwise)."""
+        target, adv = self.targets(batch)
+        policy_out, value_out = self.net(batch.obs, batch.task_id, batch.per_task)
+        log_prob, entropy = self.net.log_prob_entropy(policy_out, batch.action, batch.task_id)
+        policy = -log_prob * adv.detach()
+        value = (value_out - target).pow(2)
+        total = policy + self.hp.vf_coef * value - self.hp.ent_coef * entropy
+        t, n = batch.num_tasks, batch.per_task
+        return {
+            "per_task": total.view(t, n).mean(1),
+            "policy": policy,
+            "value": value,
+            "entropy": entropy,
+            "advantage": adv,
+            "target": target,
+            "value_out": value_out,
+        }
+
+    def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        """One gradient step from a finished rollout."""
+        if batch.num_tasks != self.num_tasks:
+            raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
+        out = self.losses(batch)
+        self.optim.zero_grad(set_to_none=True)
+        self.combiner.backward(out["per_task"], self._params)
+        if self._routers:
+            per_sample = (out["policy"] + self.hp.vf_coef * out["value"]
+                          - self.hp.ent_coef * out["entropy"]).detach()
+            total = torch.stack([r.router_loss(per_sample) for r in self._routers]).sum()
+            if total.requires_grad:
+                total.backward()
+        grad_norm = None
+        if self.hp.grad_clip is not None:
+            grad_norm = nn.utils.clip_grad_norm_(self._params, self.hp.grad_clip).detach()
+        self.optim.step()
+        g, v = batch.returns, batch.value
+        explained = 1.0 - (g - v).var() / g.var().clamp_min(1e-8)
+        metrics = {
+            "loss": out["per_task"].detach().mean(),
+            "policy": out["policy"].detach().mean(),
+            "value": out["value"].detach().mean(),
+            "entropy": out["entropy"].detach().mean(),
+            "value_mean": v.mean(),
+            "return_mean": g.mean(),
+            "explained_variance": explained,
+        }
+        if grad_norm is not None:
+            metrics["grad_norm"] = grad_norm
+        return metrics
+
+    def task_metrics(self) -> dict[str, torch.Tensor]:
+        """Per-task values to log by task name: ``popart/mu`` and ``popart/sigma`` with PopArt,
+        the Gaussian policy's mean ``std`` for continuous actions."""
+        out: dict[str, torch.Tensor] = {}
+        if self.net.popart is not None:
+            out["popart/mu"] = self.net.popart.mu.detach().clone()
+            out["popart/sigma"] = self.net.popart.sigma.detach().clone()
+        if self.net.log_std_net is not None:
+            out["policy_std"] = self.net.log_std_net.log_std.detach().exp().mean(1)
+        return out
+
+    def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
+        reports = {"policy": self.net.policy.report()}
+        value = self.net.value_net or self.net.value_trunk
+        if value is not None:
+            reports["value"] = value.report()
+        return reports
+
+    def combiner_reports(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"actor_critic": self.combiner.report()}
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": self.net.state_dict(),
+            "optim": self.optim.state_dict(),
+            "combiner": self.combiner.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optim.load_state_dict(state["optim"])
+        self.combiner.load_state_dict(state["combiner"])
+        self._task_id_cache = None
+
+    def train(self) -> None:
+        self.net.train()
+
+    def eval(self) -> None:
+        self.net.eval()
+
+
+def build_mta2c(
+    *,
+    obs_shape: tuple[int, ...],
+    num_tasks: int,
+    num_actions: int | None = None,
+    action_dim: int | None = None,
+    actor_hidden: list[int],
+    critic_hidden: list[int],
+    actor_arch: str = "mlp",
+    critic_arch: str = "mlp",
+    arch_cfg: object | None = None,
+    torso: str = "auto",
+    popart: bool = True,
+    popart_beta: float = 3e-4,
+    lr: float = 7e-4,
+    optimizer: str = "rmsprop",
+    optim_eps: float = 1e-5,
+    rmsprop_alpha: float = 0.99,
+    hparams: A2CHyperparams | None = None,
+    combiner: Combiner | None = None,
+    device: torch.device | str = "cpu",
+) -> MTA2C:
+    """Network, PopArt statistics and optimizer of an MT-A2C agent. RMSprop defaults follow
+    Mnih et al. 2016 / stable-baselines3 (α = 0.99, ε = 1e-5, lr 7e-4)."""
+    from mtrl.modules.popart import PopArtStatistics
+
+    stats = PopArtStatistics(num_tasks, beta=popart_beta) if popart else None
+    net = ActorCritic(
+        obs_shape, num_tasks, num_actions=num_actions, action_dim=action_dim,
+        actor_hidden=actor_hidden, critic_hidden=critic_hidden, actor_arch=actor_arch,
+        critic_arch=critic_arch, arch_cfg=arch_cfg, torso=torso, popart=stats,
+    ).to(device)
+    opt: torch.optim.Optimizer
+    if optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(net.parameters(), lr=lr, alpha=rmsprop_alpha, eps=optim_eps)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr, eps=optim_eps)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: rmsprop, adam")
+    return MTA2C(net, opt, hparams or A2CHyperparams(), combiner=combiner)
