@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete")
+ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete", "atari")
 AGENT_NAMES = ("mtsac", "mta2c")
 # Agents that learn from their own fresh rollouts (no replay, no warm-up).
 ON_POLICY_AGENTS = ("mta2c",)
@@ -42,9 +42,12 @@ class ConfigError(ValueError):
 @dataclass
 class EnvConfig:
     name: str = "mt10"
-    """mt10 | mt25 | mt50 | metaworld (custom task list) | toy-reach | toy-reach-discrete."""
+    """mt10 | mt25 | mt50 | metaworld (custom task list) | toy-reach | toy-reach-discrete |
+    atari (the games listed in tasks)."""
     tasks: list[str] = field(default_factory=list)
-    """Meta-World v3 task names for name=metaworld (e.g. [reach-v3, push-v3]); empty otherwise."""
+    """Meta-World v3 task names for name=metaworld (e.g. [reach-v3, push-v3]); Atari game names
+    for name=atari, one task per game (e.g. [Pong, Breakout]; mtrl.envs.atari.ATARI6 and
+    ATARI57 are the standard sets); empty otherwise."""
     num_tasks: int = 4
     """Number of goals/tasks of the toy envs (ignored by Meta-World)."""
     envs_per_task: int = 1
@@ -56,6 +59,22 @@ class EnvConfig:
     reward_scales: list[float] = field(default_factory=list)
     """Multiply task k's rewards by reward_scales[k] (one positive number per task), e.g. to
     test PopArt on tasks whose rewards differ by orders of magnitude; empty: unscaled."""
+    # ---- atari (ignored by the other envs, which require the defaults) ----------------------
+    clip_rewards: bool = False
+    """Atari: train on the sign of each reward (-1, 0, +1; Mnih et al. 2015). Episode returns,
+    evaluation and human-normalized scores always use the unclipped game score."""
+    sticky_actions: float = 0.25
+    """Atari: probability that the emulator repeats the previous action (Machado et al. 2018)."""
+    noop_max: int = 30
+    """Atari: episodes start after a random number (up to noop_max) of no-op actions."""
+    frame_skip: int = 4
+    """Atari: emulator frames per agent step (observation: max over the last two frames)."""
+    frame_stack: int = 4
+    """Atari: number of stacked 84x84 grayscale frames in an observation."""
+    max_episode_frames: int = 108_000
+    """Atari: episodes truncate after this many emulator frames (108000 = 30 minutes of play)."""
+    num_threads: int = 0
+    """Atari: emulator worker threads in total, shared by the games (0: one per CPU core)."""
 
 
 @dataclass
@@ -268,6 +287,8 @@ def task_names(env: EnvConfig) -> list[str]:
         return list(env.tasks)
     if env.name in ("toy-reach", "toy-reach-discrete"):
         return [f"goal-{k}" for k in range(env.num_tasks)]
+    if env.name == "atari":
+        return list(env.tasks)
     raise ConfigError(_choice_msg("env.name", env.name, ENV_NAMES))
 
 
@@ -477,12 +498,52 @@ def _validate_env(env: EnvConfig) -> None:
                 f"env.tasks={env.tasks} is only used with env.name='metaworld' (a custom task "
                 f"list); {env.name} has a fixed task set"
             )
+    elif env.name == "atari":
+        # Game names against the ROMs ale_py ships, and ranges; no emulator is built.
+        from mtrl.envs.atari import available_games
+
+        valid = available_games()
+        if not env.tasks:
+            raise ConfigError(
+                "env.tasks is empty; env.name='atari' needs a list of games, e.g. "
+                f"--env.tasks Pong,Breakout. Valid names: {', '.join(valid)}"
+            )
+        bad = [t for t in env.tasks if t not in valid]
+        if bad:
+            raise ConfigError(
+                f"env.tasks contains unknown Atari game(s) {bad}; valid names: "
+                + ", ".join(valid)
+            )
+        if len(set(env.tasks)) != len(env.tasks):
+            raise ConfigError(f"env.tasks={env.tasks} lists a game twice")
+        if not 0.0 <= env.sticky_actions <= 1.0:
+            raise ConfigError(f"env.sticky_actions={env.sticky_actions!r} must be in [0, 1]")
+        _positive("env.noop_max", env.noop_max, allow_zero=True)
+        _positive("env.frame_skip", env.frame_skip)
+        _positive("env.frame_stack", env.frame_stack)
+        _positive("env.num_threads", env.num_threads, allow_zero=True)
+        if env.max_episode_frames < env.frame_skip:
+            raise ConfigError(
+                f"env.max_episode_frames={env.max_episode_frames} must be >= env.frame_skip="
+                f"{env.frame_skip} (at least one agent step per episode)"
+            )
     else:
         if env.tasks:
-            raise ConfigError(f"env.tasks={env.tasks} is only used with env.name='metaworld'")
+            raise ConfigError(
+                f"env.tasks={env.tasks} is only used with env.name='metaworld' or 'atari'"
+            )
         if env.num_tasks < 1:
             raise ConfigError(f"env.num_tasks={env.num_tasks} must be >= 1")
         _positive("env.max_episode_steps", env.max_episode_steps)
+    if env.name != "atari":
+        defaults = EnvConfig()
+        for name in ("clip_rewards", "sticky_actions", "noop_max", "frame_skip", "frame_stack",
+                     "max_episode_frames", "num_threads"):
+            if getattr(env, name) != getattr(defaults, name):
+                raise ConfigError(
+                    f"env.{name}={getattr(env, name)!r} is only used with env.name='atari'; "
+                    f"leave it at {getattr(defaults, name)!r} for env.name={env.name!r}"
+                )
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ def make_env(cfg: EnvConfig, *, seed: int, evaluation: bool = False, render: boo
              ) -> MultiTaskVectorEnv:
     """Build the training (``evaluation=False``) or evaluation env of a config.
 
-    Evaluation envs have autoreset disabled and end episodes at the first success, so that the
-    evaluator can run a fixed number of episodes per task, one per goal.
+    Evaluation envs have one env per task, autoreset disabled and end episodes at the first
+    success (Atari: at game over or the time limit), so that the evaluator can run a fixed
+    number of episodes per task, one per goal.
     """
     env = _make(cfg, seed=seed, evaluation=evaluation, render=render)
     if cfg.reward_scales:
@@ -37,6 +38,23 @@ def _make(cfg: EnvConfig, *, seed: int, evaluation: bool, render: bool) -> Multi
         if evaluation:
             env.set_terminate_on_success(True)
         return env
+    if cfg.name == "atari":
+        from mtrl.envs.atari import make_atari_env
+
+        # Frames are always available (render_frames shows the agent's view): render is moot.
+        return make_atari_env(
+            cfg.tasks,
+            1 if evaluation else cfg.envs_per_task,
+            seed=seed,
+            evaluation=evaluation,
+            clip_rewards=cfg.clip_rewards,
+            repeat_action_probability=cfg.sticky_actions,
+            noop_max=cfg.noop_max,
+            frame_skip=cfg.frame_skip,
+            frame_stack=cfg.frame_stack,
+            max_episode_frames=cfg.max_episode_frames,
+            num_threads=cfg.num_threads,
+        )
     from mtrl.envs.metaworld import make_metaworld_env
 
     return make_metaworld_env(

@@ -6,17 +6,21 @@ A MultiTaskVectorEnv is a gymnasium ``VectorEnv`` plus
 * ``task_ids``: an int64 array, the task of each sub-env;
 * per-step and per-episode bookkeeping that every backend gets right the same way.
 
-Observations are the env's own (no one-hot appended), as float32. The task id travels
-separately. ``step`` returns a fresh ``info`` dict with:
+Observations are the env's own (no one-hot appended), as float32, except image observations
+whose space is ``uint8`` (Atari frames), which stay ``uint8`` end to end (4× less memory and
+host→device traffic; networks scale them). The task id travels separately. ``step`` returns a
+fresh ``info`` dict with:
 
 ``success``     bool[num_envs], the success flag of the step just taken (for an env that
                 ended its episode on this step, the flag of its last step).
-``final_obs``   float32[num_envs, *obs_shape]: the true next observation of every env for
-                this step, i.e. ``obs`` except where an episode ended and the env was reset,
-                where it holds the episode's last observation. Use it as ``next_obs`` in replay.
+``final_obs``   [num_envs, *obs_shape], dtype of ``obs``: the true next observation of every
+                env for this step, i.e. ``obs`` except where an episode ended and the env was
+                reset, where it holds the episode's last observation. Use it as ``next_obs`` in
+                replay.
 ``episode``     only when an episode ended (mask ``_episode``): ``return``, ``length`` and
                 ``success`` (True if the success flag was 1 at *any* step of the episode, the
-                Meta-World convention) for every env.
+                Meta-World convention) for every env. ``return`` sums the step rewards
+                unless the backend says otherwise (Atari: the unclipped game score).
 
 Time-limit truncation is reported as ``truncated`` and never as ``terminated``: agents
 bootstrap through time limits.
@@ -32,6 +36,9 @@ import numpy as np
 
 class MultiTaskVectorEnv(gym.vector.VectorWrapper):
     """A vector env over several tasks; see the module docstring for the contract."""
+
+    # Entries of the backend's step info passed on unchanged in the returned info.
+    forward_info_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -64,6 +71,8 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         self._ep_length = np.zeros(n, dtype=np.int64)
         self._ep_success = np.zeros(n, dtype=bool)
         self._reward_scale: np.ndarray | None = None
+        space_dtype = getattr(env.single_observation_space, "dtype", None)
+        self._obs_dtype = np.uint8 if space_dtype == np.uint8 else np.float32
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -77,13 +86,13 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         self._ep_return[sel] = 0.0
         self._ep_length[sel] = 0
         self._ep_success[sel] = False
-        return np.asarray(obs, dtype=np.float32), info
+        return np.asarray(obs, dtype=self._obs_dtype), info
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         obs, reward, terminated, truncated, raw = self.env.step(actions)
-        obs = np.asarray(obs, dtype=np.float32)
+        obs = np.asarray(obs, dtype=self._obs_dtype)
         reward = np.asarray(reward, dtype=np.float32)
         if self._reward_scale is not None:
             reward = reward * self._reward_scale
@@ -100,13 +109,15 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
             fin_info = raw.get("final_info", {})
             fin_success = _flag(fin_info, "success", self.num_envs)
             for i in np.flatnonzero(done):
-                final_obs[i] = np.asarray(fin_obs[i], dtype=np.float32)
+                final_obs[i] = np.asarray(fin_obs[i], dtype=self._obs_dtype)
             success = np.where(done, fin_success, success)
 
-        self._ep_return += reward
+        self._ep_return += self._episode_reward(reward, raw)
         self._ep_length += 1
         self._ep_success |= success
         info: dict[str, Any] = {"success": success, "final_obs": final_obs}
+        for key in self.forward_info_keys:
+            info[key] = raw[key]
         if done.any():
             info["episode"] = {
                 "return": self._ep_return.copy(),
@@ -135,6 +146,12 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         raise NotImplementedError(f"{type(self).__name__} cannot render")
 
     # ------------------------------------------------------------------ backend hooks
+    def _episode_reward(self, reward: np.ndarray, raw_info: dict[str, Any]) -> np.ndarray:
+        """What ``info["episode"]["return"]`` sums: by default the rewards ``step`` returns.
+        A backend that transforms its step rewards (Atari's sign clipping) returns the
+        untransformed ones so that episode returns stay comparable scores."""
+        return reward
+
     def set_goals(self, goal_index: np.ndarray, mask: np.ndarray) -> None:
         """Fix the goal (0..goals_per_task-1) that masked envs use from their next reset on.
         Used by evaluation to run one episode per goal."""
