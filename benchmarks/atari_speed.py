@@ -19,6 +19,11 @@ Measurements (select with ``--only``; all by default):
   the machine hits both alike. The ratio is the median over rounds of the paired ratio
   mtrl/raw (the ratio of the median rates is reported too). Goal: ≥ 0.9.
 
+``a2c`` → ``a2c_vs_sb3``: training frames/s of mtrl's A2C (``mtrl.runner.train``, PopArt off)
+  ÷ stable-baselines3's ``A2C.learn`` on one game with the same Nature CNN, n_steps, number of
+  envs, hyperparameters and the same ale_py vector env (SB3 through a ``VecEnv`` adapter); see
+  ``benchmarks/_a2c_vs_sb3.py``. Goal: ≥ 1.0 on a CPU.
+
 More measurements plug in as functions ``measure_<name>(args) -> dict`` registered in
 ``MEASUREMENTS``; ``main`` merges their results into one JSON object.
 
@@ -170,12 +175,20 @@ def _collect(args: argparse.Namespace) -> dict[str, Any]:
                            warmup=args.warmup, num_threads=args.num_threads)
 
 
+def _a2c(args: argparse.Namespace) -> dict[str, Any]:
+    from _a2c_vs_sb3 import measure_a2c_vs_sb3
+
+    return measure_a2c_vs_sb3(num_envs=args.a2c_envs, steps=args.a2c_steps,
+                              rounds=args.a2c_rounds, device=args.device)
+
+
 # name → function(args) -> results dict. Each measurement adds its own entry here.
 MEASUREMENTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "collect": _collect,
+    "a2c": _a2c,
 }
 # The headline ratio of each measurement, printed at the end.
-HEADLINES = {"collect": "atari_collect_vs_raw"}
+HEADLINES = {"collect": "atari_collect_vs_raw", "a2c": "a2c_vs_sb3"}
 
 
 def main() -> None:
@@ -191,6 +204,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed vector steps of each")
     parser.add_argument("--num-threads", type=int, default=0,
                         help="emulator threads in total (0: one per CPU core)")
+    parser.add_argument("--a2c-envs", type=int, default=8, help="a2c: envs on one game (Pong)")
+    parser.add_argument("--a2c-steps", type=int, default=8000,
+                        help="a2c: env steps per timed training run")
+    parser.add_argument("--a2c-rounds", type=int, default=5, help="a2c: timed runs of each")
+    parser.add_argument("--device", default="auto", help="a2c: learner device (auto|cpu|cuda)")
     args = parser.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in MEASUREMENTS]

@@ -292,7 +292,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_table(args: argparse.Namespace) -> None:
-    from mtrl.evaluation import PROTOCOL, evaluate_run
+    from mtrl.evaluation import evaluate_run
     from mtrl.logging import write_json
 
     ev = evaluate_run(
@@ -302,7 +302,7 @@ def _eval_table(args: argparse.Namespace) -> None:
         device=args.device,
     )
     print(f"run {ev.run_dir}, checkpoint {ev.checkpoint} (env step {ev.step})")
-    print(f"protocol: {PROTOCOL.format(n=ev.episodes_per_task)}")
+    print(f"protocol: {ev.protocol}")
     print(ev.result.table())
     if args.json:
         write_json(Path(args.json), ev.to_json())

@@ -25,6 +25,26 @@ PROTOCOL = (
 )
 
 
+RETURN_PROTOCOL = (
+    "{policy}; {n} episodes per game (episodes end at the game's end or at the frame cap); "
+    "mean unclipped game score per game and its human-normalized score (random/human "
+    "reference scores of the Atari-57 literature, mtrl.envs.atari_scores); median and mean over "
+    "games"
+)
+
+
+def protocol_text(n: int, *, deterministic: bool = True, has_success: bool = True) -> str:
+    """The protocol statement stored with every evaluation: the Meta-World success protocol,
+    or, for benchmarks without a success flag (Atari), the return / human-normalized one."""
+    if has_success and deterministic:
+        return PROTOCOL.format(n=n)
+    policy = ("deterministic policy (the mode)" if deterministic
+              else "actions sampled from the policy")
+    if not has_success:
+        return RETURN_PROTOCOL.format(policy=policy, n=n)
+    return PROTOCOL.format(n=n).replace("deterministic policy", policy, 1)
+
+
 class Actor(Protocol):
     def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
         ...
@@ -150,6 +170,7 @@ class RunEvaluation:
     checkpoint: str | None
     step: int
     episodes_per_task: int
+    protocol: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -162,7 +183,7 @@ class RunEvaluation:
             **({"hns_median": self.result.hns_median, "hns_mean": self.result.hns_mean}
                if self.result.hns else {}),
             "tasks": self.result.tasks_dict(),
-            "protocol": PROTOCOL.format(n=self.episodes_per_task),
+            "protocol": self.protocol or PROTOCOL.format(n=self.episodes_per_task),
         }
 
 
@@ -235,4 +256,6 @@ def evaluate_run(
         checkpoint=str(ckpt_path),
         step=int(state["loop"]["env_steps"]),
         episodes_per_task=n,
+        protocol=protocol_text(n, deterministic=cfg.eval.deterministic,
+                               has_success=bool(env.benchmark.get("has_success", True))),
     )

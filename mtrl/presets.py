@@ -233,6 +233,67 @@ def _mt10_a2c() -> TrainConfig:
     )
 
 
+def _atari_a2c(name: str, games: list[str], *, popart: bool) -> TrainConfig:
+    """MT-A2C on several Atari games at once, in the spirit of Hessel et al. 2019 ("Multi-task
+    Deep Reinforcement Learning with PopArt"), with A2C in place of IMPALA.
+
+    Env: ALE v5 settings (sticky actions 0.25, frame skip 4 with max-pooling, 84×84 grayscale,
+    4-frame stacks, up to 30 no-op starts, full 18-action space shared by all games, episodes
+    capped at 108k frames), 8 envs per game. Agent: the Nature CNN torso shared by a linear
+    policy head on ``[features, one_hot(game)]`` and, with PopArt, one normalized value output
+    per game (Hessel et al.'s per-task value heads; β = 3e-4 as in the paper); A2C
+    hyperparameters of Mnih et al. 2016 / stable-baselines3: n_steps 5, γ 0.99, n-step returns
+    (λ = 1), RMSprop lr 7e-4 α 0.99 ε 1e-5, entropy 0.01, value 0.5, gradient clip 0.5.
+
+    ``popart=True``: unclipped rewards (the point of PopArt). ``popart=False``: rewards clipped
+    to their sign, as DQN/A2C do on Atari; episode returns are logged unclipped either way.
+    Evaluation samples from the policy (``eval.deterministic=false``): a greedy Atari policy can
+    stall forever (e.g. never pressing FIRE)."""
+    n = len(games)
+    return TrainConfig(
+        preset=name,
+        total_steps=10_000_000 * n,  # 10M agent steps = 40M frames per game
+        warmup_steps=0,
+        env=EnvConfig(name="atari", tasks=list(games), envs_per_task=8,
+                      clip_rewards=not popart),
+        agent=AgentConfig(
+            name="mta2c",
+            actor_hidden=[],
+            critic_hidden=[],
+            n_steps=5,
+            gamma=0.99,
+            gae_lambda=1.0,
+            optimizer="rmsprop",
+            lr=7e-4,
+            rmsprop_alpha=0.99,
+            optim_eps=1e-5,
+            ent_coef=0.01,
+            vf_coef=0.5,
+            grad_clip=0.5,
+            popart=popart,
+            popart_beta=3e-4,
+        ),
+        eval=EvalConfig(every=1_000_000 * n, episodes_per_task=3, deterministic=False),
+        log=LogConfig(every=2_000 * n),
+        checkpoint=CheckpointConfig(every=500_000 * n, keep_last=3),
+    )
+
+
+def _atari6(popart: bool) -> TrainConfig:
+    from mtrl.envs.atari import ATARI6
+
+    return _atari_a2c("atari6-a2c-popart" if popart else "atari6-a2c", list(ATARI6),
+                      popart=popart)
+
+
+def _atari57() -> TrainConfig:
+    from mtrl.envs.atari import ATARI57
+
+    cfg = _atari_a2c("atari57-a2c-popart", list(ATARI57), popart=True)
+    cfg.env.envs_per_task = 2  # 114 envs
+    return cfg
+
+
 PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "toy-mtsac": _toy_mtsac,
     "mt10-mtsac": lambda: _metaworld_mtsac("mt10"),
@@ -251,6 +312,9 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "mt10-moe": _moe,
     "toy-a2c": _toy_a2c,
     "mt10-a2c": _mt10_a2c,
+    "atari6-a2c-popart": lambda: _atari6(True),
+    "atari6-a2c": lambda: _atari6(False),
+    "atari57-a2c-popart": _atari57,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -271,6 +335,9 @@ DESCRIPTIONS: dict[str, str] = {
     "mt10-moe": "CARE-style mixture of 4 experts with task attention (Sodhani et al. 2021), MT10",
     "toy-a2c": "MT-A2C + PopArt on the 4-goal discrete point-reach toy; ~1 min on 2 CPU cores",
     "mt10-a2c": "MT-A2C + PopArt with a Gaussian policy on Meta-World MT10 (on-policy baseline)",
+    "atari6-a2c-popart": "MT-A2C + PopArt (Hessel et al. 2019), unclipped rewards, 6 Atari games",
+    "atari6-a2c": "MT-A2C without PopArt, sign-clipped rewards, the same 6 Atari games",
+    "atari57-a2c-popart": "MT-A2C + PopArt on all 57 Atari-57 games, 2 envs per game",
 }
 
 

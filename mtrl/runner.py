@@ -37,7 +37,7 @@ from mtrl.config import ConfigError, TrainConfig
 from mtrl.data.replay import MultiTaskReplayBuffer
 from mtrl.data.rollout import RolloutStorage
 from mtrl.envs import MultiTaskVectorEnv, make_env
-from mtrl.evaluation import PROTOCOL, EvalResult, RunEvaluation, evaluate
+from mtrl.evaluation import EvalResult, RunEvaluation, evaluate, protocol_text
 from mtrl.logging import RunLogger, collect_metadata, flatten, tile_matrices, write_json
 from mtrl.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
@@ -615,9 +615,14 @@ class Trainer:
         write_json(
             self.run_dir / "eval" / f"step_{step:012d}.json",
             RunEvaluation(result, str(self.run_dir), None, step,
-                          self.cfg.eval.episodes_per_task).to_json(),
+                          self.cfg.eval.episodes_per_task, self._protocol()).to_json(),
         )
         return result
+
+    def _protocol(self) -> str:
+        return protocol_text(self.cfg.eval.episodes_per_task,
+                             deterministic=self.cfg.eval.deterministic,
+                             has_success=self.has_success)
 
     def _write_run_files(self) -> None:
         from mtrl.checkpoint import atomic_write_text
@@ -640,7 +645,7 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", C.dump_yaml(self.cfg))
             meta = collect_metadata(self.cfg.seed, str(self.device), self.env.benchmark)
             meta["task_names"] = self.task_names
-            meta["evaluation_protocol"] = PROTOCOL.format(n=self.cfg.eval.episodes_per_task)
+            meta["evaluation_protocol"] = self._protocol()
         write_json(meta_path, meta)
 
     def close(self) -> None:
