@@ -43,7 +43,7 @@ def episode_returns(run_dir: Path, games: list[str]) -> dict[str, list[float]]:
 def rising(returns: list[float], fraction: float) -> dict[str, Any]:
     """First vs last ``fraction`` of the episodes: means, difference, its standard error."""
     n = len(returns)
-    k = max(1, int(n * fraction))
+    k = max(2, int(n * fraction))
     if n < 2 * k or n < 4:
         return {"episodes": n, "rising": False, "reason": "too few episodes"}
     first, last = np.asarray(returns[:k]), np.asarray(returns[-k:])

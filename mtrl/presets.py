@@ -75,9 +75,10 @@ def _pcgrad(benchmark: str) -> TrainConfig:
     """MT-SAC with PCGrad on the actor and the critic losses, as Yu et al. 2020 ("Gradient
     Surgery for Multi-Task Learning", Sec. 5.2) combine PCGrad with multi-task SAC on MT10/MT50.
     Everything else is the Meta-World+ MT-SAC baseline of the same benchmark, so that the two
-    presets differ only in the combiner. Deviation: mtrl keeps one temperature per task (the
-    paper's SAC and facebookresearch/mtrl's PCGrad config share one temperature); set
-    ``agent.combiner`` or compare against ``{benchmark}-mtsac`` to isolate the surgery."""
+    presets differ only in the combiner. mtrl keeps one temperature per task, as the PCGrad
+    authors' README describes for their Meta-World runs ("per-task temperature and per-task
+    replay buffers"); facebookresearch/mtrl's PCGrad config shares one temperature instead.
+    Compare against ``{benchmark}-mtsac`` to isolate the surgery."""
     return _with_combiners(_metaworld_mtsac(benchmark), f"{benchmark}-pcgrad-sac", "pcgrad",
                            "pcgrad")
 
@@ -133,8 +134,9 @@ def _mhsac() -> TrainConfig:
 def _soft_modular(benchmark: str) -> TrainConfig:
     """Soft Modularization (Yang et al. 2020) for actor and critics: the paper's "shallow"
     network on MT10 (L = 2 layers × m = 2 modules) and "deep" on MT50 (L = 4 × m = 4), module
-    width d = 256, embedding D = 400 (the sizes of the paper and of Meta-World+'s
-    SoftModulesConfig). Deviations: the paper also reweights task losses by their temperatures
+    width d = 256, embedding D = 400 (Meta-World+'s SoftModulesConfig; the authors' official
+    MT50 "deep" config uses 128-unit modules: ``--agent.arch.module-dim 128``, see
+    docs/REPRODUCING.md). Deviations: the paper also reweights task losses by their temperatures
     (not done here) and uses SAC batch settings of its own; mtrl keeps the Meta-World+ MT-SAC
     training setup so that presets differ only in the network."""
     deep = benchmark == "mt50"

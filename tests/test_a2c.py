@@ -313,3 +313,41 @@ def test_toy_a2c_learns_and_its_saved_policy_evaluates_the_same(tmp_path):
     again = evaluate_run(str(tmp_path / "run"), device="cpu")
     assert again.result.success == res.final_eval.success
     assert again.result.returns == res.final_eval.returns
+
+
+def test_atari_a2c_run_logs_returns_hns_and_popart_and_evaluates(tmp_path):
+    """A tiny two-game Atari run end to end: uint8 frames through the device storage, per-game
+    returns, human-normalized scores and PopArt statistics in TensorBoard, `mtrl eval` lists
+    the games."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mtrl.evaluation import evaluate_run
+    from mtrl.runner import train
+
+    cfg = get_preset("atari6-a2c-popart")
+    cfg.env.tasks = ["Pong", "Breakout"]
+    cfg.env.envs_per_task = 2
+    cfg.env.max_episode_frames = 400  # 100-step episodes: several end within the run
+    cfg.total_steps = 800
+    cfg.agent.n_steps = 5
+    cfg.eval.every = 0
+    cfg.eval.episodes_per_task = 1
+    cfg.log.every = 200
+    cfg.log.progress_bar = False
+    cfg.checkpoint.every = 0
+    cfg.device = "cpu"
+    res = train(cfg, tmp_path / "run")
+    assert res.env_steps == 800 and res.updates == 800 // 20
+    assert res.final_eval is not None and set(res.final_eval.hns) == {"Pong", "Breakout"}
+    ea = EventAccumulator(str(tmp_path / "run"))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    for g in ("Pong", "Breakout"):
+        for t in (f"train/episode_return/{g}", f"train/hns/{g}", f"popart/mu/{g}",
+                  f"popart/sigma/{g}", f"eval/return/{g}", f"eval/hns/{g}"):
+            assert t in tags, t
+        assert f"train/success/{g}" not in tags  # Atari has no success flag
+    assert {"train/hns_median", "eval/hns_median"} <= tags
+    ev = evaluate_run(str(tmp_path / "run"), episodes_per_task=1, device="cpu")
+    assert list(ev.result.task_names) == ["Pong", "Breakout"]
+    assert "human-normalized" in ev.to_json()["protocol"]

@@ -72,3 +72,30 @@ def test_each_architecture_matches_the_mlp_on_conflicting_toy_tasks(tmp_path, ar
     mlp = _train_eval(tmp_path, "toy-mtsac", 0)
     other = _train_eval(tmp_path, "toy-mtsac", 0, **_toy_arch_overrides(arch))
     assert other >= mlp - 0.1, (arch, other, mlp)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_toy_a2c_learns_on_three_seeds(tmp_path, seed):
+    cfg = get_preset("toy-a2c")
+    cfg.seed = seed
+    cfg.device = "cpu"
+    cfg.log.progress_bar = False
+    train(cfg, tmp_path / f"s{seed}")
+    ev = evaluate_run(str(tmp_path / f"s{seed}"))
+    assert ev.result.success_mean >= 0.9, ev.result.table()
+
+
+@pytest.mark.slow
+def test_atari6_a2c_popart_returns_rise(tmp_path):
+    """~25 minutes on 2 CPU cores: 1.5M env steps of atari6-a2c-popart; the mean return of the
+    last 20% of training episodes exceeds that of the first 20% by > 2 standard errors on at
+    least two games (benchmarks/atari_learning.py, numbers in the README)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from atari_learning import run_check
+
+    out = run_check(tmp_path / "run", total_steps=1_500_000, device="cpu")
+    assert out["passed"], out["games"]
