@@ -49,6 +49,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/update_speed.py --json runs/bench_update_speed.json
 	$(BIN)/python benchmarks/env_speed.py --json runs/bench_env_speed.json
+	$(BIN)/python benchmarks/atari_speed.py --json runs/bench_atari_speed.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
