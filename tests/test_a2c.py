@@ -149,10 +149,13 @@ def test_popart_normalized_advantage_is_the_papers_formula():
     batch = RolloutBatch(obs, torch.zeros(8, dtype=torch.long), v_before, g, tid, 2)
     target, adv = agent.targets(batch)
     stats = net.popart
-    # first (debiased) update: μ' = mean, σ' = population std of each task's returns
-    mu = torch.tensor([3.0, 250.0])
-    sigma = torch.tensor([np.std([1, 2, 3, 6]), np.std([100, 300, 200, 400])],
-                         dtype=torch.float32)
+    # first update of the papers' recursion from μ = 0, ν = 1 with β = 0.1:
+    # μ' = β·mean(G), ν' = (1 − β)·1 + β·mean(G²), σ' = √(ν' − μ'²)
+    g0, g1 = np.array([1.0, 2, 3, 6]), np.array([100.0, 300, 200, 400])
+    mu_np = 0.1 * np.array([g0.mean(), g1.mean()])
+    nu_np = 0.9 + 0.1 * np.array([(g0**2).mean(), (g1**2).mean()])
+    mu = torch.tensor(mu_np, dtype=torch.float32)
+    sigma = torch.tensor(np.sqrt(nu_np - mu_np**2), dtype=torch.float32)
     torch.testing.assert_close(stats.mu, mu)
     torch.testing.assert_close(stats.sigma, sigma)
     with torch.no_grad():
