@@ -149,13 +149,10 @@ def test_popart_normalized_advantage_is_the_papers_formula():
     batch = RolloutBatch(obs, torch.zeros(8, dtype=torch.long), v_before, g, tid, 2)
     target, adv = agent.targets(batch)
     stats = net.popart
-    # first update of the papers' recursion from μ = 0, ν = 1 with β = 0.1:
-    # μ' = β·mean(G), ν' = (1 − β)·1 + β·mean(G²), σ' = √(ν' − μ'²)
-    g0, g1 = np.array([1.0, 2, 3, 6]), np.array([100.0, 300, 200, 400])
-    mu_np = 0.1 * np.array([g0.mean(), g1.mean()])
-    nu_np = 0.9 + 0.1 * np.array([(g0**2).mean(), (g1**2).mean()])
-    mu = torch.tensor(mu_np, dtype=torch.float32)
-    sigma = torch.tensor(np.sqrt(nu_np - mu_np**2), dtype=torch.float32)
+    # first (debiased) update: μ' = mean, σ' = population std of each task's returns
+    mu = torch.tensor([3.0, 250.0])
+    sigma = torch.tensor([np.std([1, 2, 3, 6]), np.std([100, 300, 200, 400])],
+                         dtype=torch.float32)
     torch.testing.assert_close(stats.mu, mu)
     torch.testing.assert_close(stats.sigma, sigma)
     with torch.no_grad():
@@ -168,6 +165,24 @@ def test_popart_normalized_advantage_is_the_papers_formula():
     torch.testing.assert_close(adv, (g - m) / s - n_new, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(adv, (g - v_before) / s, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(target, (g - m) / s)
+
+
+def test_popart_skips_tasks_whose_returns_carry_no_scale():
+    agent = build_mta2c(obs_shape=(3,), num_tasks=2, num_actions=4, actor_hidden=[8],
+                        critic_hidden=[8], popart=True, popart_beta=0.1)
+    net = agent.net
+    obs, tid = torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, 1])
+    with torch.no_grad():
+        v = net.value(obs, tid)
+    w_before = net.value_head.weight.detach().clone()
+    g = torch.tensor([0.0, 0.0, 0.0, 1.0, 2.0, 6.0])  # task 0 scored nothing
+    agent.targets(RolloutBatch(obs, torch.zeros(6, dtype=torch.long), v, g, tid, 2))
+    stats = net.popart
+    assert stats.count.tolist() == [0, 1]
+    assert stats.mu[0].item() == 0.0 and stats.sigma[0].item() == 1.0  # untouched
+    torch.testing.assert_close(net.value_head.weight[0], w_before[0])  # not rescaled
+    assert stats.mu[1].item() == pytest.approx(3.0)
+    assert stats.sigma[1].item() == pytest.approx(float(np.std([1.0, 2, 6])), rel=1e-5)
 
 
 def test_policy_and_value_losses_reach_only_their_own_parameters():

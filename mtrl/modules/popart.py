@@ -142,8 +142,11 @@ class PopArtStatistics(nn.Module):
         return torch.where(t <= 1, torch.ones_like(beta_t), beta_t)
 
     @torch.no_grad()
-    def update(self, targets: torch.Tensor) -> PopArtUpdate:
+    def update(self, targets: torch.Tensor, active: torch.Tensor | None = None) -> PopArtUpdate:
         """Fold one batch of unnormalized targets into the statistics.
+
+        ``active`` (bool ``[T]``, optional): only these tasks are updated; the others keep
+        their statistics and their update count (e.g. tasks whose targets carry no signal yet).
 
         ``targets``: ``[num_tasks, n]``, task-stratified (row ``k`` holds task ``k``'s ``n``
         targets), so the per-task means are row means and nothing needs gathering. Every task
@@ -158,10 +161,12 @@ class PopArtStatistics(nn.Module):
         old_mu, old_sigma = self.mu.clone(), self.sigma
         y = targets.to(self.mu.dtype)
         beta = self.step_sizes()
+        if active is not None:
+            beta = torch.where(active, beta, torch.zeros_like(beta))
         # lerp_(end, w) = self + w·(end − self) = (1 − w)·self + w·end.
         self.mu.lerp_(y.mean(1), beta)
         self.nu.lerp_(y.square().mean(1), beta)
-        self.count.add_(1)
+        self.count.add_(1 if active is None else active.long())
         return PopArtUpdate(old_mu, old_sigma, self.mu.clone(), self.sigma)
 
     def normalize(self, y: torch.Tensor, task_id: torch.Tensor | None = None) -> torch.Tensor:
@@ -258,7 +263,8 @@ class TaskValueHead(nn.Module):
 
 @torch.no_grad()
 def popart_update_(
-    stats: PopArtStatistics, targets: torch.Tensor, heads: Iterable[TaskValueHead]
+    stats: PopArtStatistics, targets: torch.Tensor, heads: Iterable[TaskValueHead],
+    active: torch.Tensor | None = None,
 ) -> PopArtUpdate:
     """Steps 2–3 of the learner order (module docstring): update ``stats`` once with the
     task-stratified ``targets [T, n]`` and rescale every head in ``heads`` output-preservingly.
@@ -271,7 +277,7 @@ def popart_update_(
     for head in heads:
         if isinstance(head, PopArtHead) and head.stats is not stats:
             raise ValueError("a PopArtHead in `heads` uses a different statistics object")
-    update = stats.update(targets)
+    update = stats.update(targets, active)
     for head in heads:
         head.preserve_outputs_(update)
     return update
