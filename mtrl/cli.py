@@ -28,7 +28,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtrl", description="Multi-task reinforcement learning: train, evaluate, presets."
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,plot,report,presets}")
+    sub = parser.add_subparsers(dest="command",
+                                metavar="{train,distill,eval,plot,report,presets}")
 
     t = sub.add_parser(
         "train",
@@ -48,6 +49,27 @@ def _build_parser() -> argparse.ArgumentParser:
                    "parallel processes (at most --jobs at once) into RUN_DIR/seed<k>")
     t.add_argument("--jobs", type=int, help="with --seeds: parallel runs (default: CPU cores, "
                    "at most the number of seeds)")
+
+    d = sub.add_parser(
+        "distill",
+        help="distil per-task teachers (SB3 .zip files or mtrl runs) into one student",
+        description="Policy distillation into a multi-task student. PRESET gives the env and "
+        "the student (toy-distill, or any preset: its env and actor architecture). Teachers: "
+        "--teacher TASK=PATH per task (a stable-baselines3 .zip or an mtrl run directory), "
+        "and/or --teachers PATH for the rest (a directory of <task>.zip files or an mtrl run "
+        "trained on these tasks). The result is an ordinary run directory (`mtrl eval`). "
+        "Config overrides as for train: --agent.distill-data student, --agent.lr 3e-4, ...",
+    )
+    d.add_argument("preset", nargs="?", help="toy-distill, or any preset (its env and student)")
+    d.add_argument("--teacher", action="append", default=[], metavar="TASK=PATH",
+                   help="the teacher of one task (repeat for each task)")
+    d.add_argument("--teachers", metavar="PATH",
+                   help="teachers of all tasks not given by --teacher")
+    for flag, kw in (("--seed", {"type": int}), ("--total-steps", {"type": int}),
+                     ("--run-dir", {}), ("--device", {}), ("--resume", {"metavar": "RUN_DIR"}),
+                     ("--checkpoint", {})):
+        d.add_argument(flag, **kw)  # type: ignore[arg-type]
+    d.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("eval", help="evaluate a saved policy of a run directory")
     e.add_argument("run_dir")
@@ -80,7 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_FLAGS_WITH_VALUE = {"--seed", "--total-steps", "--run-dir", "--device", "--resume",
-                           "--checkpoint", "--seeds", "--jobs"}
+                           "--checkpoint", "--seeds", "--jobs", "--teacher", "--teachers"}
 _TRAIN_FLAGS = _TRAIN_FLAGS_WITH_VALUE | {"--no-progress", "-h", "--help"}
 
 
@@ -269,6 +291,64 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int
     return 0
 
 
+def to_distill_config(cfg: C.TrainConfig) -> C.TrainConfig:
+    """A preset turned into a distillation run: its env and its actor architecture become the
+    student (``agent.name='distill'``); SAC presets keep their actor learning rate."""
+    if cfg.agent.name == "distill":
+        return cfg
+    a = cfg.agent
+    if a.name in C.SAC_AGENTS:
+        a.lr = a.actor_lr
+    a.name = "distill"
+    if not a.actor_hidden:
+        a.actor_hidden = [256]
+    a.actor_combiner = a.critic_combiner = "mean"
+    a.popart = None
+    cfg.preset = f"{cfg.preset}-distill" if cfg.preset else "distill"
+    return cfg
+
+
+def cmd_distill(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
+    from mtrl.presets import get_preset
+    from mtrl.runner import train
+
+    if args.resume:
+        if args.teacher or args.teachers:
+            raise CLIError("--resume continues with the run's own teachers; drop --teacher(s)")
+        return cmd_train(args, overrides)
+    if not args.preset:
+        raise CLIError("name a preset (toy-distill, or any preset whose env and actor "
+                       "architecture the student takes) or pass --resume RUN_DIR")
+    cfg = get_preset(args.preset)
+    was = cfg.agent.name
+    cfg = to_distill_config(cfg)
+    if was != "distill":
+        print(f"note: distilling into {args.preset}'s env and actor ({cfg.agent.actor_arch}, "
+              f"hidden {cfg.agent.actor_hidden}); its agent {was!r} is replaced by 'distill'",
+              file=sys.stderr)
+    _apply_common(cfg, args, overrides)
+    specs = [*args.teacher, *([args.teachers] if args.teachers else [])]
+    if specs:
+        cfg.agent.distill_teachers = specs
+    if args.run_dir:
+        cfg.run_dir = args.run_dir
+    C.validate(cfg)
+    _shorten_warmup(cfg, overrides)
+    result = train(cfg, cfg.run_dir)
+    if result.final_eval is not None:
+        print(result.final_eval.table())
+        teachers = Path(result.run_dir) / "eval" / "teachers.json"
+        if teachers.exists():
+            import json
+
+            ref = json.loads(teachers.read_text())
+            print(f"teachers (same protocol): success {ref['success_mean']:.3f}, "
+                  f"return {ref['return_mean']:.2f}")
+    print(f"run directory: {result.run_dir}  (env steps {result.env_steps}, "
+          f"last checkpoint {result.last_checkpoint})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.device not in C.DEVICES:
         raise ConfigError(f"--device={args.device!r} is not valid; allowed: {', '.join(C.DEVICES)}")
@@ -303,7 +383,14 @@ def _eval_table(args: argparse.Namespace) -> None:
     )
     print(f"run {ev.run_dir}, checkpoint {ev.checkpoint} (env step {ev.step})")
     print(f"protocol: {ev.protocol}")
+    if ev.extra:
+        print("\ntask policies πi (the policies that act in training):")
     print(ev.result.table())
+    for name, res in ev.extra.items():
+        from mtrl.evaluation import POLICY_TITLES
+
+        print(f"\n{POLICY_TITLES.get(name, name)}:")
+        print(res.table())
     if args.json:
         write_json(Path(args.json), ev.to_json())
         print(f"wrote {args.json}")
@@ -367,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             if targs.seeds:
                 return cmd_train_seeds(argv[1:], targs, overrides)
             return cmd_train(targs, overrides)
+        if argv and argv[0] == "distill":
+            rest, overrides = split_overrides(argv[1:])
+            return cmd_distill(parser.parse_args(["distill", *rest]), overrides)
         args = parser.parse_args(argv)
         if args.command == "eval":
             return cmd_eval(args)

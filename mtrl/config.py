@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete", "atari")
-AGENT_NAMES = ("mtsac", "mta2c")
+AGENT_NAMES = ("mtsac", "mta2c", "distral-sac", "distral-a2c", "distill")
 # Agents that learn from their own fresh rollouts (no replay, no warm-up).
-ON_POLICY_AGENTS = ("mta2c",)
+ON_POLICY_AGENTS = ("mta2c", "distral-a2c")
+# Agents built on SAC (continuous actions only) / with a Distral distilled policy π0.
+SAC_AGENTS = ("mtsac", "distral-sac")
+DISTRAL_AGENTS = ("distral-sac", "distral-a2c")
+DISTILL_LOSSES = ("kl", "mse")
+DISTILL_DATA = ("teacher", "student", "mix")
 OPTIMIZER_NAMES = ("rmsprop", "adam")
 TORSO_NAMES = ("auto", "nature-cnn", "none")
-ARCH_NAMES = ("mlp", "multihead", "soft-modular", "routing", "moe")
+ARCH_NAMES = ("mlp", "multihead", "separate", "soft-modular", "routing", "moe")
 ROUTER_MODES = ("reinforce", "gumbel")
 TASK_ENCODER_NAMES = ("one-hot", "embedding")
 GATING_NAMES = ("care", "mmoe")
@@ -140,8 +145,11 @@ class ArchConfig:
 
 @dataclass
 class AgentConfig:
-    """Agent hyperparameters. ``name``: mtsac (multi-task SAC, off-policy, continuous actions)
-    or mta2c (multi-task A2C, on-policy, discrete or continuous actions). The MT-SAC defaults
+    """Agent hyperparameters. ``name``: mtsac (multi-task SAC, off-policy, continuous actions),
+    mta2c (multi-task A2C, on-policy, discrete or continuous actions), distral-sac or
+    distral-a2c (Distral on either; fields ``distral_*``), distill (policy distillation of
+    per-task teachers into one student; fields ``distill_*``, the student is built from
+    actor_hidden / actor_arch / torso and trained with Adam at ``lr``). The MT-SAC defaults
     follow the Meta-World+ MTSAC baseline (McLean et al. 2025, metaworld-algorithms): 400-400
     MLPs, batch 1280, lr 3e-4, gamma 0.99, tau 0.005, initial temperature 1.0, target entropy
     -|A|. The MT-A2C fields are at the end (``n_steps`` …); the A2C presets set the hidden
@@ -181,9 +189,10 @@ class AgentConfig:
     """mean | pcgrad | gradnorm | uncertainty | dwa."""
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
     actor_arch: str = "mlp"
-    """mlp | multihead | soft-modular | moe (sizes in agent.arch)."""
+    """mlp | multihead | separate (one MLP per task) | soft-modular | routing | moe (sizes in
+    agent.arch)."""
     critic_arch: str = "mlp"
-    """mlp | multihead | soft-modular | moe (sizes in agent.arch)."""
+    """mlp | multihead | separate | soft-modular | routing | moe (sizes in agent.arch)."""
     arch: ArchConfig = field(default_factory=ArchConfig)
     # ---- mta2c (on-policy) ------------------------------------------------------------------
     n_steps: int = 5
@@ -204,6 +213,45 @@ class AgentConfig:
     """mta2c: RMSprop smoothing constant α."""
     torso: str = "auto"
     """mta2c: auto (Nature CNN for image observations, none otherwise) | nature-cnn | none."""
+    # ---- Distral (distral-sac, distral-a2c) -------------------------------------------------
+    distral_alpha: float = 0.5
+    """Distral α = c_KL/(c_KL + c_Ent) in [0, 1] (Teh et al. 2017, Eq. 2): 1 is the KL-only
+    variant, < 1 adds an entropy bonus."""
+    distral_beta: float = 100.0
+    """Distral β = 1/(c_KL + c_Ent) > 0: the reward bonus is (α/β) log π0 − (1/β) log πi."""
+    distral_columns: int = 1
+    """1: task policies with their own networks (agent.actor_arch, e.g. separate); 2: task
+    logits α·h + β·f_i on π0's logits h (discrete actions, distral-a2c)."""
+    distral_pi0_hidden: list[int] | None = None
+    """Hidden sizes of the distilled policy π0; None: agent.actor_hidden."""
+    distral_pi0_task_input: bool = False
+    """π0 sees the one-hot task id (False: a shared policy of the observation only, as in
+    Distral)."""
+    distral_tune_entropy: bool = True
+    """distral-sac: c_Ent is each task's learned SAC temperature (target entropy) instead of the
+    fixed (1 − α)/β; c_KL = α/β stays fixed."""
+    # ---- policy distillation (distill) ------------------------------------------------------
+    distill_teachers: list[str] = field(default_factory=list)
+    """One teacher per task: ``task=path`` entries (a stable-baselines3 ``.zip`` or an mtrl run
+    directory), and/or one bare ``path`` for every task not named: an mtrl run directory
+    trained on those tasks (any superset), or a directory holding ``<task>.zip`` files or
+    ``<task>/`` run directories."""
+    distill_loss: str = "kl"
+    """kl: KL(teacher ‖ student) (discrete: with temperature, Rusu et al. 2016 Eq. 3;
+    continuous: closed-form Gaussian KL) | mse (Q-values/logits, or deterministic actions)."""
+    distill_temperature: float | None = None
+    """Temperature τ of the teacher's softmax; None: 1 for policy teachers, 0.01 for Q-value
+    (DQN) teachers (Rusu et al. 2016)."""
+    distill_feature_coef: float = 0.0
+    """Weight of Actor-Mimic feature regression (Parisotto et al. 2016, Eq. 4); 0: off."""
+    distill_data: str = "mix"
+    """Who acts while collecting the states the teachers label: teacher | student (DAgger,
+    Ross et al. 2011) | mix (each env step, the teacher with probability distill_teacher_prob)."""
+    distill_teacher_prob: float = 0.5
+    """distill_data=mix: probability that the teacher acts (per env and step)."""
+    distill_squash: bool = True
+    """Continuous students: tanh-squashed Gaussian (to match SAC teachers); false for
+    unsquashed Gaussian teachers (PPO/A2C, mtrl's mta2c)."""
 
 
 @dataclass
@@ -408,12 +456,17 @@ def validate(cfg: TrainConfig) -> None:
     _positive("agent.combiner.weight_lr", c.weight_lr)
     _positive("agent.combiner.dwa_temperature", c.dwa_temperature)
     _positive("agent.combiner.dwa_window", c.dwa_window)
-    if a.name == "mtsac" and cfg.env.name in DISCRETE_ENVS:
+    if a.name in SAC_AGENTS and cfg.env.name in DISCRETE_ENVS:
+        other = "distral-a2c" if a.name == "distral-sac" else "mta2c"
         raise ConfigError(
-            f"env.name={cfg.env.name!r} has discrete actions, which agent.name='mtsac' "
-            "(continuous SAC) cannot drive; use agent.name='mta2c', or for mtsac one of: "
+            f"env.name={cfg.env.name!r} has discrete actions, which agent.name={a.name!r} "
+            f"(continuous SAC) cannot drive; use agent.name={other!r}, or for {a.name} one of: "
             + ", ".join(n for n in ENV_NAMES if n not in DISCRETE_ENVS)
         )
+    if a.name in DISTRAL_AGENTS:
+        _validate_distral(cfg)
+    if a.name == "distill":
+        _validate_distill(cfg, names)
 
     _positive("replay.capacity", cfg.replay.capacity)
     if not on_policy and cfg.replay.capacity < num_tasks:
@@ -430,6 +483,93 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"total_steps={cfg.total_steps} is less than one step of all {num_envs} envs"
         )
+
+
+def _validate_distral(cfg: TrainConfig) -> None:
+    a = cfg.agent
+    if not 0.0 <= a.distral_alpha <= 1.0:
+        raise ConfigError(f"agent.distral_alpha={a.distral_alpha!r} must be in [0, 1] "
+                          "(1: KL-only Distral)")
+    _positive("agent.distral_beta", a.distral_beta)
+    if a.distral_columns not in (1, 2):
+        raise ConfigError(_choice_msg("agent.distral_columns", a.distral_columns, (1, 2)))
+    if a.distral_columns == 2 and (a.name != "distral-a2c" or cfg.env.name not in DISCRETE_ENVS):
+        raise ConfigError(
+            "agent.distral_columns=2 (task logits α·h + β·f_i) is defined for discrete actions: "
+            f"it needs agent.name='distral-a2c' and a discrete env ({', '.join(DISCRETE_ENVS)}), "
+            f"not agent.name={a.name!r} on env.name={cfg.env.name!r}; allowed here: 1"
+        )
+    if a.distral_pi0_hidden is not None and any(
+            (not isinstance(h, int)) or h <= 0 for h in a.distral_pi0_hidden):
+        raise ConfigError(f"agent.distral_pi0_hidden={a.distral_pi0_hidden!r} must be a list "
+                          "of positive integers or null")
+
+
+def parse_teacher_specs(entries: list[str], tasks: list[str]) -> dict[str, str]:
+    """``agent.distill_teachers`` → ``{task: path}`` for every task (see that field). A bare
+    path stands for each task not named; for a directory of teachers it becomes
+    ``DIR/<task>.zip`` or ``DIR/<task>`` where that exists. Raises ConfigError."""
+    named: dict[str, str] = {}
+    default: str | None = None
+    for e in entries:
+        if "=" in e:
+            task, path = (x.strip() for x in e.split("=", 1))
+            if task not in tasks:
+                raise ConfigError(f"agent.distill_teachers: {task!r} is not a task of this env; "
+                                  f"tasks: {', '.join(tasks)}")
+            if task in named:
+                raise ConfigError(f"agent.distill_teachers names task {task!r} twice")
+            named[task] = path
+        else:
+            if default is not None:
+                raise ConfigError("agent.distill_teachers has more than one bare path; give "
+                                  "the others as task=path")
+            default = e.strip()
+    missing = [t for t in tasks if t not in named]
+    if missing and default is None:
+        raise ConfigError(
+            f"agent.distill_teachers has no teacher for task(s) {', '.join(missing)}: give one "
+            "per task as task=path (a stable-baselines3 .zip or an mtrl run directory), or a "
+            "directory with <task>.zip files / an mtrl run directory trained on these tasks"
+        )
+    out = dict(named)
+    if default is not None:
+        from pathlib import Path
+
+        root = Path(default)
+        run = (root / "config.yaml").exists()  # one mtrl run for all these tasks
+        for t in missing:
+            hit = next((c for c in (root / f"{t}.zip", root / t) if c.exists()), None)
+            out[t] = default if run else str(hit or root / f"{t}.zip")
+    return {t: out[t] for t in tasks}
+
+
+def _validate_distill(cfg: TrainConfig, tasks: list[str]) -> None:
+    a = cfg.agent
+    if cfg.env.name in IMAGE_ENVS:
+        raise ConfigError(
+            f"agent.name='distill' on env.name={cfg.env.name!r}: distillation keeps its states "
+            "in the float32 replay buffer, which is not built for image observations yet; "
+            "allowed envs: " + ", ".join(n for n in ENV_NAMES if n not in IMAGE_ENVS)
+        )
+    if a.distill_loss not in DISTILL_LOSSES:
+        raise ConfigError(_choice_msg("agent.distill_loss", a.distill_loss, DISTILL_LOSSES))
+    if a.distill_data not in DISTILL_DATA:
+        raise ConfigError(_choice_msg("agent.distill_data", a.distill_data, DISTILL_DATA))
+    if not 0.0 <= a.distill_teacher_prob <= 1.0:
+        raise ConfigError(f"agent.distill_teacher_prob={a.distill_teacher_prob!r} must be in "
+                          "[0, 1]")
+    if a.distill_temperature is not None:
+        _positive("agent.distill_temperature", a.distill_temperature)
+    _positive("agent.distill_feature_coef", a.distill_feature_coef, allow_zero=True)
+    _positive("agent.lr", a.lr)
+    if not a.actor_hidden:
+        raise ConfigError("agent.actor_hidden=[] : the distillation student needs at least one "
+                          "hidden layer (its features)")
+    if a.actor_combiner != "mean" or a.critic_combiner != "mean":
+        raise ConfigError("agent.name='distill' averages its per-task losses; leave "
+                          "agent.actor_combiner and agent.critic_combiner at 'mean'")
+    parse_teacher_specs(list(a.distill_teachers), tasks)
 
 
 def _validate_on_policy(cfg: TrainConfig) -> None:

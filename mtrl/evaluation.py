@@ -50,6 +50,20 @@ class Actor(Protocol):
         ...
 
 
+def extra_policies(agent: Any) -> dict[str, Actor]:
+    """Policies of an agent that are evaluated besides the one it trains with: Distral's
+    distilled policy π0 (``"pi0"``). The agent's own ``act`` (Distral: the task policies πi)
+    is always the main result."""
+    if getattr(agent, "distral", None) is None:
+        return {}
+    from mtrl.agents.distral import Pi0Actor
+
+    return {"pi0": Pi0Actor(agent)}
+
+
+POLICY_TITLES = {"pi0": "distilled policy π0 (Distral)"}
+
+
 @dataclass
 class EvalResult:
     task_names: list[str]
@@ -171,9 +185,11 @@ class RunEvaluation:
     step: int
     episodes_per_task: int
     protocol: str = ""
+    extra: dict[str, EvalResult] = field(default_factory=dict)
+    """Other policies of the agent, evaluated the same way (Distral: ``"pi0"``)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "run_dir": self.run_dir,
             "checkpoint": self.checkpoint,
             "step": self.step,
@@ -185,6 +201,15 @@ class RunEvaluation:
             "tasks": self.result.tasks_dict(),
             "protocol": self.protocol or PROTOCOL.format(n=self.episodes_per_task),
         }
+        for name, res in self.extra.items():
+            pol: dict[str, Any] = {
+                "success_mean": res.success_mean,
+                "return_mean": res.return_mean,
+                **({"hns_median": res.hns_median, "hns_mean": res.hns_mean} if res.hns else {}),
+                "tasks": res.tasks_dict(),
+            }
+            out[name] = pol
+        return out
 
 
 def load_policy(run_dir: str, checkpoint: str | None, device: str, env: MultiTaskVectorEnv
@@ -248,6 +273,9 @@ def evaluate_run(
         agent, ckpt_path, state = load_policy(run_dir, checkpoint, device, env)
         result = evaluate(agent, env, n, seed=derive_seed(cfg.seed, "eval"),
                           deterministic=cfg.eval.deterministic)
+        extra = {name: evaluate(actor, env, n, seed=derive_seed(cfg.seed, "eval"),
+                                deterministic=cfg.eval.deterministic)
+                 for name, actor in extra_policies(agent).items()}
     finally:
         env.close()
     return RunEvaluation(
@@ -258,4 +286,5 @@ def evaluate_run(
         episodes_per_task=n,
         protocol=protocol_text(n, deterministic=cfg.eval.deterministic,
                                has_success=bool(env.benchmark.get("has_success", True))),
+        extra=extra,
     )

@@ -296,6 +296,119 @@ def _atari57() -> TrainConfig:
     return cfg
 
 
+def _toy_distral() -> TrainConfig:
+    """Distral (Teh et al. 2017) on A2C on the 4-goal *discrete* point-reach toy, one column:
+    task policies and values are separate 64-64 MLPs per task (``separate``), π0 is a shared
+    64-64 policy of the observation only (it cannot tell the goals apart, so it learns their
+    common part), α = 0.5, β = 20, PopArt on the task values; the rest as ``toy-a2c`` without
+    the A2C entropy bonus (Distral's reward carries the entropy and KL terms).
+
+    Task-policy success over seeds 0/1/2 here: 0.975 / 0.975 / 1.0. The two-column variant
+    (``--agent.distral-columns 2``) reached 0.75 / 0.70 / 0.95: on this toy the goals are each
+    other's traps, so the shared logits h that two columns add to every task policy pull the
+    tasks against each other."""
+    cfg = _toy_a2c()
+    cfg.preset = "toy-distral"
+    a = cfg.agent
+    a.name = "distral-a2c"
+    a.actor_arch = "separate"
+    a.critic_arch = "separate"
+    a.popart = True
+    a.ent_coef = 0.0
+    a.distral_alpha = 0.5
+    a.distral_beta = 20.0
+    a.distral_columns = 1
+    return cfg
+
+
+def _toy_distral_sac() -> TrainConfig:
+    """Distral on SAC (one column) on the 4-goal continuous point-reach toy: separate task
+    actors and critics (``separate``), a shared π0 of the observation only, c_KL = α/β with
+    α = 0.5, β = 20, and each task's entropy weight tuned by SAC (``distral_tune_entropy``);
+    otherwise ``toy-mtsac``."""
+    cfg = _toy_mtsac()
+    cfg.preset = "toy-distral-sac"
+    a = cfg.agent
+    a.name = "distral-sac"
+    a.actor_arch = "separate"
+    a.critic_arch = "separate"
+    a.distral_alpha = 0.5
+    a.distral_beta = 20.0
+    return cfg
+
+
+def _mt10_distral() -> TrainConfig:
+    """Distral on SAC on Meta-World MT10, as the SAC-based Distral of facebookresearch/mtrl:
+    one 400-400 actor and twin critic per task (``separate``), a shared 400-400 distilled policy
+    π0 of the observation only, KL weight c_KL = α/β = 0.005 (α = 0.5, β = 100), each task's
+    entropy weight tuned by SAC (target entropy −|A|); the Meta-World+ MT-SAC settings
+    otherwise (batch 1280, Adam 3e-4, γ 0.99, τ 0.005, Q clip 5000, 20M env steps). Evaluation
+    reports the task policies (eval/...) and π0 (eval/pi0/...)."""
+    cfg = _metaworld_mtsac("mt10")
+    cfg.preset = "mt10-distral"
+    a = cfg.agent
+    a.name = "distral-sac"
+    a.actor_arch = "separate"
+    a.critic_arch = "separate"
+    a.distral_alpha = 0.5
+    a.distral_beta = 100.0
+    return cfg
+
+
+def _atari6_distral() -> TrainConfig:
+    """Distral (two columns) on A2C on the six Atari games of ``atari6-a2c``: π0 (its own Nature
+    CNN and a linear head, no game input) gives the logits h; the task columns f_i are one
+    linear head per game (``separate``) on the task network's Nature CNN, which the six games
+    share (one CNN per game would multiply the CNN cost by six); task logits α h + β f_i with
+    α = 0.5, β = 100; rewards clipped to their sign (the regularizer is in reward units, so
+    the games need a common reward scale), no PopArt, no A2C entropy bonus; A2C settings of
+    ``atari6-a2c`` otherwise."""
+    cfg = _atari6(False)
+    cfg.preset = "atari6-distral"
+    a = cfg.agent
+    a.name = "distral-a2c"
+    a.actor_arch = "separate"
+    a.critic_arch = "separate"
+    a.ent_coef = 0.0
+    a.distral_alpha = 0.5
+    a.distral_beta = 100.0
+    a.distral_columns = 2
+    a.distral_pi0_hidden = []
+    return cfg
+
+
+def _toy_distill() -> TrainConfig:
+    """Policy distillation (Rusu et al. 2016) of one single-task teacher per goal into one
+    multi-task student on the 4-goal *discrete* point-reach toy: KL(teacher ‖ student) at
+    temperature 1 (policy teachers; 0.01 for DQN teachers), states collected by teacher or
+    student with probability ½ each per env step (DAgger-style mix), a 64-64 MLP student on
+    [obs, one_hot(task)], Adam 1e-3, batch 256, 20k env steps. Teachers: ``runs/toy-teachers/
+    goal-<k>.zip`` by default, as ``python experiments/train_sb3_teachers.py --discrete
+    --num-tasks 4 --out runs/toy-teachers`` writes them (or ``--teachers DIR``)."""
+    return TrainConfig(
+        preset="toy-distill",
+        total_steps=20_000,
+        warmup_steps=1_000,
+        env=EnvConfig(name="toy-reach-discrete", num_tasks=4, envs_per_task=2,
+                      max_episode_steps=50),
+        agent=AgentConfig(
+            name="distill",
+            actor_hidden=[64, 64],
+            critic_hidden=[64, 64],
+            batch_size=256,
+            lr=1e-3,
+            distill_teachers=["runs/toy-teachers"],
+            distill_loss="kl",
+            distill_data="mix",
+            distill_teacher_prob=0.5,
+        ),
+        replay=ReplayConfig(capacity=50_000),
+        eval=EvalConfig(every=10_000, episodes_per_task=20),
+        log=LogConfig(every=1_000),
+        checkpoint=CheckpointConfig(every=10_000, keep_last=2),
+    )
+
+
 PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "toy-mtsac": _toy_mtsac,
     "mt10-mtsac": lambda: _metaworld_mtsac("mt10"),
@@ -317,6 +430,11 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "atari6-a2c-popart": lambda: _atari6(True),
     "atari6-a2c": lambda: _atari6(False),
     "atari57-a2c-popart": _atari57,
+    "toy-distral": _toy_distral,
+    "toy-distral-sac": _toy_distral_sac,
+    "mt10-distral": _mt10_distral,
+    "atari6-distral": _atari6_distral,
+    "toy-distill": _toy_distill,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -340,6 +458,11 @@ DESCRIPTIONS: dict[str, str] = {
     "atari6-a2c-popart": "MT-A2C + PopArt (Hessel et al. 2019), unclipped rewards, 6 Atari games",
     "atari6-a2c": "MT-A2C without PopArt, sign-clipped rewards, the same 6 Atari games",
     "atari57-a2c-popart": "MT-A2C + PopArt on all 57 Atari-57 games, 2 envs per game",
+    "toy-distral": "Distral (Teh et al. 2017) on A2C, 4-goal discrete point-reach toy; ~15 s",
+    "toy-distral-sac": "Distral on SAC (separate task actors/critics + shared π0), toy",
+    "mt10-distral": "Distral on SAC: per-task SAC policies regularized toward a shared π0, MT10",
+    "atari6-distral": "Distral 2-column on A2C, 6 Atari games, sign-clipped rewards",
+    "toy-distill": "Policy distillation of per-goal teachers (e.g. SB3) into one student, toy",
 }
 
 

@@ -30,14 +30,20 @@ import numpy as np
 import torch
 
 from mtrl import config as C
-from mtrl.agents import MTA2C, MTSAC, build_agent
+from mtrl.agents import MTA2C, MTSAC, Distiller, build_agent
 from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
 from mtrl.collect import Transitions, VectorCollector
 from mtrl.config import ConfigError, TrainConfig
 from mtrl.data.replay import MultiTaskReplayBuffer
 from mtrl.data.rollout import RolloutStorage
 from mtrl.envs import MultiTaskVectorEnv, make_env
-from mtrl.evaluation import EvalResult, RunEvaluation, evaluate, protocol_text
+from mtrl.evaluation import (
+    EvalResult,
+    RunEvaluation,
+    evaluate,
+    extra_policies,
+    protocol_text,
+)
 from mtrl.logging import RunLogger, collect_metadata, flatten, tile_matrices, write_json
 from mtrl.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
@@ -179,6 +185,9 @@ class Trainer:
 
         seed_everything(cfg.seed)
         self.task_names = C.task_names(cfg.env)
+        self.teacher_specs: dict[str, str] = {}
+        if cfg.agent.name == "distill":
+            self.teacher_specs = _check_teacher_paths(cfg, self.task_names)
         self.env: MultiTaskVectorEnv = make_env(cfg.env, seed=cfg.seed)
         self.collector = VectorCollector(self.env)
         self.eval_env: MultiTaskVectorEnv | None = None
@@ -188,7 +197,8 @@ class Trainer:
         act_space = self.env.single_action_space
         self.on_policy = cfg.agent.name in C.ON_POLICY_AGENTS
         if obs_space.shape is None or (
-            not self.on_policy and not isinstance(act_space, gym.spaces.Box)
+            not self.on_policy and cfg.agent.name != "distill"
+            and not isinstance(act_space, gym.spaces.Box)
         ):
             raise ConfigError(f"env.name={cfg.env.name!r} has non-Box actions; mtsac needs Box")
         self.obs_shape = tuple(obs_space.shape)
@@ -207,6 +217,8 @@ class Trainer:
             num_tasks=self.num_tasks,
             device=self.device,
         )
+        if isinstance(self.agent, Distiller):
+            self._attach_teachers(obs_space, act_space)
         self.buffer: MultiTaskReplayBuffer | None = None
         self.storage: RolloutStorage | None = None
         if self.on_policy:
@@ -225,7 +237,7 @@ class Trainer:
                 self.num_tasks,
                 cfg.replay.capacity,
                 self.obs_shape,
-                self.action_dim,
+                max(1, self.action_dim),  # discrete actions (distill): one column
                 device=self.device,
                 seed=derive_seed(cfg.seed, "replay"),
             )
@@ -243,6 +255,20 @@ class Trainer:
             except BaseException:
                 self.close()
                 raise
+
+    def _attach_teachers(self, obs_space: gym.Space[Any], act_space: gym.Space[Any]) -> None:
+        from mtrl.agents.distill import load_teacher
+
+        assert isinstance(self.agent, Distiller)
+        teachers = []
+        try:
+            for t in self.task_names:
+                teachers.append(load_teacher(self.teacher_specs[t], t, obs_space=obs_space,
+                                             action_space=act_space, device=self.device))
+            self.agent.set_teachers(teachers)
+        except (ValueError, ImportError) as e:
+            self.close()
+            raise ConfigError(f"agent.distill_teachers: {e}") from e
 
     # ------------------------------------------------------------------ resume
     def _read_resume(
@@ -363,6 +389,8 @@ class Trainer:
         if not self.resume:
             logger.text("config", "```\n" + C.dump_yaml(cfg) + "\n```")
             logger.hparams(flatten(C.to_dict(cfg)), ["eval/success_mean", "train/success_mean"])
+            if isinstance(self.agent, Distiller) and self.eval_env is not None:
+                self._evaluate_teachers(logger)
         metrics = _Metrics(self.device)
 
         stop: dict[str, Any] = {"signal": None}
@@ -461,8 +489,11 @@ class Trainer:
                          per_task: int, task_ids: np.ndarray) -> None:
         """One vector-env step into the replay buffer, then ``updates_per_step`` updates."""
         collector, buffer, agent = self.collector, self.buffer, self.agent
-        assert buffer is not None and isinstance(agent, MTSAC)
-        if self.vec_step < warm_vec:
+        assert buffer is not None and isinstance(agent, MTSAC | Distiller)
+        if isinstance(agent, Distiller):
+            assert collector.obs is not None
+            action = self._distill_action(agent, collector.obs, task_ids)
+        elif self.vec_step < warm_vec:
             action = self.warmup_rng.uniform(-1.0, 1.0, (self.num_envs, self.action_dim))
             action = action.astype(np.float32)
         else:
@@ -482,6 +513,44 @@ class Trainer:
                 metrics.add(agent.update(buffer.sample(per_task)))
                 self.updates += 1
 
+    def _distill_action(self, agent: Distiller, obs: np.ndarray, task_ids: np.ndarray
+                        ) -> np.ndarray:
+        """Who acts while distilling (``agent.distill_data``): the teachers, the student
+        (DAgger: the teachers label the student's own states), or per env and step the teacher
+        with probability ``distill_teacher_prob``. The warm-up steps are collected the same way."""
+        mode = self.cfg.agent.distill_data
+        if mode == "teacher":
+            return agent.teacher_act(obs, task_ids)
+        if mode == "student":
+            return agent.act(obs, task_ids)
+        use_teacher = self.warmup_rng.random(self.num_envs) < self.cfg.agent.distill_teacher_prob
+        student = agent.act(obs, task_ids)
+        if not use_teacher.any():
+            return student
+        teacher = agent.teacher_act(obs, task_ids)
+        mask = use_teacher.reshape(-1, *([1] * (student.ndim - 1)))
+        return np.where(mask, teacher, student).astype(student.dtype)
+
+    def _evaluate_teachers(self, logger: RunLogger) -> None:
+        """Distillation: the teachers under the same protocol, once (``eval/teacher/...`` at
+        step 0 and ``eval/teachers.json``), the reference the student is compared with."""
+        assert self.eval_env is not None and isinstance(self.agent, Distiller)
+        result = evaluate(_TeacherActor(self.agent), self.eval_env,
+                          self.cfg.eval.episodes_per_task,
+                          seed=derive_seed(self.cfg.seed, "eval"),
+                          deterministic=self.cfg.eval.deterministic)
+        for t in self.task_names:
+            if self.has_success:
+                logger.scalar(f"eval/teacher/success/{t}", result.success[t], 0)
+            logger.scalar(f"eval/teacher/return/{t}", result.returns[t], 0)
+        if self.has_success:
+            logger.scalar("eval/teacher/success_mean", result.success_mean, 0)
+        logger.scalar("eval/teacher/return_mean", result.return_mean, 0)
+        out = RunEvaluation(result, str(self.run_dir), None, 0, self.cfg.eval.episodes_per_task,
+                            self._protocol()).to_json()
+        out["teachers"] = self.teacher_specs
+        write_json(self.run_dir / "eval" / "teachers.json", out)
+
     def _rollout_and_update(self, logger: RunLogger, metrics: _Metrics, bar: Any) -> None:
         """One rollout of ``n_steps`` vector steps with the current policy, then one update.
         Observations go to the device once each (into their storage slot, which the policy
@@ -493,10 +562,11 @@ class Trainer:
             storage.start(collector.obs)
         tid = storage.task_id
         for _ in range(storage.num_steps):
-            action, value = agent.step(storage.current_obs(), tid)
+            action, value, bonus = agent.step(storage.current_obs(), tid)
             tr = collector.step(agent.to_env(action))
             assert collector.obs is not None
-            storage.add(action, value, tr.reward, tr.terminated, tr.truncated, collector.obs)
+            storage.add(action, value, tr.reward, tr.terminated, tr.truncated, collector.obs,
+                        bonus)
             cut = tr.truncated & ~tr.terminated
             if cut.any():
                 # Bootstrap from the real last observation of episodes cut by a time limit.
@@ -591,31 +661,35 @@ class Trainer:
     def _evaluate(self, logger: RunLogger) -> EvalResult:
         assert self.eval_env is not None
         self.agent.eval()
-        result = evaluate(
-            self.agent, self.eval_env, self.cfg.eval.episodes_per_task,
-            seed=derive_seed(self.cfg.seed, "eval"), deterministic=self.cfg.eval.deterministic,
-        )
+        seed = derive_seed(self.cfg.seed, "eval")
+        result = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes_per_task,
+                          seed=seed, deterministic=self.cfg.eval.deterministic)
+        # Distral: π0 on the same episodes (same seed), logged as eval/pi0/...
+        extra = {name: evaluate(actor, self.eval_env, self.cfg.eval.episodes_per_task,
+                                seed=seed, deterministic=self.cfg.eval.deterministic)
+                 for name, actor in extra_policies(self.agent).items()}
         self.agent.train()
         step = self.env_steps
-        for t in self.task_names:
+        for prefix, res in [("eval", result)] + [(f"eval/{k}", r) for k, r in extra.items()]:
+            for t in self.task_names:
+                if self.has_success:
+                    logger.scalar(f"{prefix}/success/{t}", res.success[t], step)
+                logger.scalar(f"{prefix}/return/{t}", res.returns[t], step)
+                if res.hns:
+                    logger.scalar(f"{prefix}/hns/{t}", res.hns[t], step)
             if self.has_success:
-                logger.scalar(f"eval/success/{t}", result.success[t], step)
-            logger.scalar(f"eval/return/{t}", result.returns[t], step)
-            if result.hns:
-                logger.scalar(f"eval/hns/{t}", result.hns[t], step)
-        if self.has_success:
-            logger.scalar("eval/success_mean", result.success_mean, step)
-        logger.scalar("eval/return_mean", result.return_mean, step)
-        if result.hns:
-            logger.scalar("eval/hns_median", result.hns_median, step)
-            logger.scalar("eval/hns_mean", result.hns_mean, step)
+                logger.scalar(f"{prefix}/success_mean", res.success_mean, step)
+            logger.scalar(f"{prefix}/return_mean", res.return_mean, step)
+            if res.hns:
+                logger.scalar(f"{prefix}/hns_median", res.hns_median, step)
+                logger.scalar(f"{prefix}/hns_mean", res.hns_mean, step)
         logger.flush()
         self.last_eval = result
         self.best_eval = max(self.best_eval or 0.0, result.success_mean)
         write_json(
             self.run_dir / "eval" / f"step_{step:012d}.json",
             RunEvaluation(result, str(self.run_dir), None, step,
-                          self.cfg.eval.episodes_per_task, self._protocol()).to_json(),
+                          self.cfg.eval.episodes_per_task, self._protocol(), extra).to_json(),
         )
         return result
 
@@ -652,6 +726,33 @@ class Trainer:
         self.collector.close()
         if self.eval_env is not None:
             self.eval_env.close()
+
+
+class _TeacherActor:
+    """Acts with a distiller's teachers (each env by its task's teacher)."""
+
+    def __init__(self, agent: Distiller) -> None:
+        self.agent = agent
+
+    def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False
+            ) -> np.ndarray:
+        return self.agent.teacher_act(obs, task_id, deterministic)
+
+
+def _check_teacher_paths(cfg: TrainConfig, tasks: list[str]) -> dict[str, str]:
+    """``{task: path}`` of a distillation config, every path checked to exist (before any
+    environment is built)."""
+    specs = C.parse_teacher_specs(list(cfg.agent.distill_teachers), tasks)
+    for t, p in specs.items():
+        if not Path(p).exists():
+            hint = ""
+            if cfg.preset == "toy-distill":
+                hint = ("; train SB3 teachers for it with `python experiments/"
+                        "train_sb3_teachers.py --discrete --num-tasks "
+                        f"{len(tasks)} --out runs/toy-teachers`")
+            raise ConfigError(f"agent.distill_teachers: the teacher of task {t!r}, {p}, does "
+                              f"not exist{hint}")
+    return specs
 
 
 def _crossed(prev: int, now: int, every: int) -> bool:

@@ -166,7 +166,8 @@ def test_mtsac_with_each_architecture_updates_and_reloads(arch):
 
 
 def test_build_net_rejects_unknown_and_config_names_fields():
-    with pytest.raises(ValueError, match="allowed: mlp, multihead, soft-modular, routing, moe"):
+    with pytest.raises(ValueError,
+                       match="allowed: mlp, multihead, separate, soft-modular, routing, moe"):
         build_net("transformer", 3, 1, 2, [4])
     cfg = tiny_toy_config()
     cfg.agent.critic_arch = "routers"

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from mtrl.agents.a2c import MTA2C, A2CHyperparams, build_mta2c
+from mtrl.agents.distill import Distiller, DistillHyperparams, build_distiller
+from mtrl.agents.distral import DistralHyperparams, Pi0Actor
 from mtrl.agents.sac import MTSAC, SACHyperparams, build_mtsac
 from mtrl.config import AgentConfig
 from mtrl.optim.combiners import make_combiner
@@ -17,13 +19,17 @@ __all__ = [
     "MTA2C",
     "MTSAC",
     "A2CHyperparams",
+    "DistillHyperparams",
+    "Distiller",
+    "DistralHyperparams",
+    "Pi0Actor",
     "SACHyperparams",
     "build_agent",
     "build_mta2c",
     "build_mtsac",
 ]
 
-Agent = MTSAC | MTA2C
+Agent = MTSAC | MTA2C | Distiller
 
 
 def build_agent(
@@ -42,16 +48,20 @@ def build_agent(
         obs_dim = int(np.prod(obs_space.shape or ()))
     if action_space is not None and isinstance(action_space, gym.spaces.Box):
         action_dim = int(np.prod(action_space.shape))
-    if cfg.name == "mta2c":
+    if cfg.name == "distill":
         if obs_space is None or action_space is None:
-            raise ValueError("mta2c needs obs_space and action_space")
+            raise ValueError("distill needs obs_space and action_space")
+        return _build_distiller(cfg, obs_space, action_space, num_tasks, device)
+    if cfg.name in ("mta2c", "distral-a2c"):
+        if obs_space is None or action_space is None:
+            raise ValueError(f"{cfg.name} needs obs_space and action_space")
         return _build_a2c(cfg, obs_space, action_space, num_tasks, device)
-    if cfg.name != "mtsac":
+    if cfg.name not in ("mtsac", "distral-sac"):
         raise ValueError(f"unknown agent {cfg.name!r}")
     if action_space is not None and not isinstance(action_space, gym.spaces.Box):
-        raise ValueError(f"mtsac needs continuous (Box) actions, the env has {action_space}")
+        raise ValueError(f"{cfg.name} needs continuous (Box) actions, the env has {action_space}")
     if obs_dim is None or action_dim is None:
-        raise ValueError("mtsac needs obs_dim/action_dim or the env's spaces")
+        raise ValueError(f"{cfg.name} needs obs_dim/action_dim or the env's spaces")
     target_entropy = -float(action_dim) if cfg.target_entropy is None else cfg.target_entropy
     return build_mtsac(
         obs_dim=obs_dim,
@@ -80,8 +90,19 @@ def build_agent(
         actor_arch=cfg.actor_arch,
         critic_arch=cfg.critic_arch,
         arch_cfg=cfg.arch,
+        distral=_distral(cfg),
+        pi0_hidden=cfg.distral_pi0_hidden,
+        pi0_task_input=cfg.distral_pi0_task_input,
+        tune_entropy=cfg.distral_tune_entropy,
         device=device,
     )
+
+
+def _distral(cfg: AgentConfig) -> DistralHyperparams | None:
+    if not cfg.name.startswith("distral"):
+        return None
+    return DistralHyperparams(alpha=cfg.distral_alpha, beta=cfg.distral_beta,
+                              columns=cfg.distral_columns)
 
 
 def _build_a2c(cfg: AgentConfig, obs_space: gym.Space[Any], action_space: gym.Space[Any],
@@ -114,5 +135,39 @@ def _build_a2c(cfg: AgentConfig, obs_space: gym.Space[Any], action_space: gym.Sp
             vf_coef=cfg.vf_coef, grad_clip=cfg.grad_clip,
         ),
         combiner=make_combiner(cfg.actor_combiner, cfg.combiner),
+        distral=_distral(cfg),
+        pi0_hidden=cfg.distral_pi0_hidden,
+        pi0_task_input=cfg.distral_pi0_task_input,
+        device=device,
+    )
+
+
+def _build_distiller(cfg: AgentConfig, obs_space: gym.Space[Any], action_space: gym.Space[Any],
+                     num_tasks: int, device: torch.device) -> Distiller:
+    """The student of a distillation run (teachers are attached by the trainer: evaluation
+    needs only the student)."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        num_actions, action_dim = int(action_space.n), None
+    elif isinstance(action_space, gym.spaces.Box):
+        num_actions, action_dim = None, int(np.prod(action_space.shape))
+    else:
+        raise ValueError(f"distill supports Discrete and Box actions, not {action_space}")
+    return build_distiller(
+        obs_shape=tuple(obs_space.shape or ()),
+        num_tasks=num_tasks,
+        num_actions=num_actions,
+        action_dim=action_dim,
+        hidden=list(cfg.actor_hidden),
+        arch=cfg.actor_arch,
+        arch_cfg=cfg.arch,
+        torso=cfg.torso,
+        squash=cfg.distill_squash,
+        lr=cfg.lr,
+        hparams=DistillHyperparams(
+            loss=cfg.distill_loss,
+            temperature=cfg.distill_temperature,
+            feature_coef=cfg.distill_feature_coef,
+            grad_clip=cfg.grad_clip,
+        ),
         device=device,
     )

@@ -27,6 +27,16 @@ Eq. 9–11 for the actor-critic case): the value head has one normalized output 
    ``Ã_t = (G_t − μ'_k)/σ'_k − n'_k(s_t) = (G_t − V(s_t)) / σ'_k``,
    so every task's policy gradient has the same scale whatever its rewards, and Atari rewards
    need no clipping.
+
+Distral (Teh et al. 2017; :mod:`mtrl.agents.distral`): with a :class:`~mtrl.agents.distral.Distral`
+part the network's policy output is the task policy πi's column (``f_i``), π0 acts as the
+shared distilled policy, and
+
+* the task policies act; each step's reward gets the bonus ``(α/β) log π0(a|s) − (1/β) log πi(a|s)``
+  (Eq. 2) before the λ-returns, so ``V`` and ``Â`` are those of the regularized objective;
+* two columns: πi's logits are ``α h(s) + β f_i(s)`` with π0's logits ``h``;
+* π0's loss is ``(α/β) KL(πi ‖ π0)`` with πi held fixed (its distillation gradient), per
+  sample, divided by σ'_k with PopArt like the rest of task k's objective.
 """
 
 from __future__ import annotations
@@ -36,8 +46,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from mtrl.agents.distral import (
+    DistilledPolicy,
+    Distral,
+    DistralHyperparams,
+    categorical_kl,
+    gaussian_kl,
+    gaussian_log_prob,
+    reward_bonus,
+    two_column_logits,
+)
 from mtrl.data.rollout import RolloutBatch
 from mtrl.modules.actor_critic import ActorCritic
 from mtrl.modules.popart import popart_update_
@@ -67,16 +88,23 @@ class MTA2C:
         hparams: A2CHyperparams,
         *,
         combiner: Combiner | None = None,
+        distral: Distral | None = None,
     ) -> None:
         self.net = net
         self.optim = optim
         self.hp = hparams
+        self.distral = distral
         self.combiner = combiner or MeanCombiner()
-        self.combiner.watch(net)
+        if distral is not None and distral.pi0.discrete != net.discrete:
+            raise ValueError("π0 and the task policies need the same action type")
+        self.combiner.watch(net if distral is None else nn.ModuleList([net, distral.pi0]))
         self.num_tasks = net.num_tasks
         self.discrete = net.discrete
         self.device = next(net.parameters()).device
         self._params: list[torch.Tensor] = list(net.parameters())
+        if distral is not None:
+            self._params += list(distral.pi0.parameters())
+        self._last_kl: torch.Tensor | None = None
         self._routers = list(routed_nets(net))
         self._task_id_cache: tuple[bytes, torch.Tensor] | None = None
 
@@ -90,20 +118,75 @@ class MTA2C:
             was = self.net.training
             self.net.eval()
             try:
-                policy_out, _ = self.net(obs_t, tid)
+                policy_out = self._task_policy(self.net(obs_t, tid)[0], obs_t, tid, None)
             finally:
                 self.net.train(was)
             action = self.net.mode(policy_out)
         else:
-            policy_out, _ = self.net(obs_t, tid)
+            policy_out = self._task_policy(self.net(obs_t, tid)[0], obs_t, tid, None)
             action = self.net.sample(policy_out, tid)
         return self.to_env(action)
 
     @torch.no_grad()
-    def step(self, obs: torch.Tensor, task_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rollout step on device tensors: a sampled action and ``V(s)`` (reward units)."""
+    def act_pi0(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False
+                ) -> np.ndarray:
+        """Env actions of the distilled policy π0 (Distral only)."""
+        assert self.distral is not None
+        obs_t = torch.as_tensor(obs, device=self.device)
+        out = self.distral.pi0(obs_t, self._task_tensor(task_id))
+        if self.discrete:
+            if deterministic:
+                return self.to_env(out.argmax(-1))
+            u = torch.rand_like(out).clamp_(1e-20, 1.0)
+            return self.to_env((out - torch.log(-torch.log(u))).argmax(-1))
+        mean, log_std = out
+        action = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        return self.to_env(action)
+
+    @torch.no_grad()
+    def step(self, obs: torch.Tensor, task_id: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Rollout step on device tensors: a sampled action, ``V(s)`` (reward units) and, with
+        Distral, the reward bonus ``(α/β) log π0(a|s) − (1/β) log πi(a|s)`` (else None)."""
         policy_out, value_out = self.net(obs, task_id)
-        return self.net.sample(policy_out, task_id), self.net.unnormalize(value_out, task_id)
+        value = self.net.unnormalize(value_out, task_id)
+        if self.distral is None:
+            return self.net.sample(policy_out, task_id), value, None
+        pi0_out = self.distral.pi0(obs, task_id)
+        policy_out = self._compose(policy_out, pi0_out)
+        action = self.net.sample(policy_out, task_id)
+        logp_task, _ = self.net.log_prob_entropy(policy_out, action, task_id)
+        bonus = reward_bonus(logp_task, self._pi0_log_prob(pi0_out, action), self.distral.hp)
+        return action, value, bonus
+
+    def _compose(self, policy_out: torch.Tensor, pi0_out: Any) -> torch.Tensor:
+        """The task policy's output: the task column, or ``α h + β f_i`` with two columns."""
+        assert self.distral is not None
+        if self.distral.hp.columns == 2:
+            return two_column_logits(pi0_out, policy_out, self.distral.hp)
+        return policy_out
+
+    def _task_policy(self, policy_out: torch.Tensor, obs: torch.Tensor, task_id: torch.Tensor,
+                     per_task: int | None) -> torch.Tensor:
+        if self.distral is None or self.distral.hp.columns == 1:
+            return policy_out
+        return self._compose(policy_out, self.distral.pi0(obs, task_id, per_task))
+
+    def _pi0_log_prob(self, pi0_out: Any, action: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            logp = F.log_softmax(pi0_out, dim=-1)
+            return logp.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        mean, log_std = pi0_out
+        return gaussian_log_prob(action, mean, log_std)
+
+    def _pi0_kl(self, policy_out: torch.Tensor, pi0_out: Any, task_id: torch.Tensor
+                ) -> torch.Tensor:
+        """``KL(πi ‖ π0)`` per sample with πi held fixed (gradient reaches π0 only)."""
+        if self.discrete:
+            return categorical_kl(policy_out.detach(), pi0_out)
+        mean0, log_std0 = pi0_out
+        return gaussian_kl(policy_out.detach(), self.net.log_std(task_id).detach(),
+                           mean0, log_std0)
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
@@ -129,11 +212,16 @@ class MTA2C:
         statistics step (steps 1, 2 and 4 of the module docstring). Without PopArt:
         ``(G, G − V)``. With PopArt: ``((G − μ')/σ', (G − V)/σ')`` — this *updates* the
         statistics and rescales the value head."""
+        target, adv, _ = self._targets_and_scale(batch)
+        return target, adv
+
+    def _targets_and_scale(self, batch: RolloutBatch
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         g = batch.returns
         adv = batch.advantage
         popart = self.net.popart
         if popart is None:
-            return g, adv
+            return g, adv, None
         head = self.net.value_head
         assert head is not None
         g_tasks = g.view(batch.num_tasks, batch.per_task)
@@ -144,20 +232,23 @@ class MTA2C:
         update = popart_update_(popart, g_tasks, [head], informative)
         target = popart.normalize(g_tasks).view(-1)
         sigma = update.new_sigma.repeat_interleave(batch.per_task)
-        return target, adv / sigma
+        return target, adv / sigma, sigma
 
     def losses(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """Per-sample and per-task loss terms of one update (runs the PopArt statistics step
         when PopArt is on; no parameter update otherwise)."""
-        target, adv = self.targets(batch)
+        target, adv, sigma = self._targets_and_scale(batch)
         policy_out, value_out = self.net(batch.obs, batch.task_id, batch.per_task)
+        pi0_out = None
+        if self.distral is not None:
+            pi0_out = self.distral.pi0(batch.obs, batch.task_id, batch.per_task)
+            policy_out = self._compose(policy_out, pi0_out)
         log_prob, entropy = self.net.log_prob_entropy(policy_out, batch.action, batch.task_id)
         policy = -log_prob * adv.detach()
         value = (value_out - target).pow(2)
         total = policy + self.hp.vf_coef * value - self.hp.ent_coef * entropy
         t, n = batch.num_tasks, batch.per_task
-        return {
-            "per_task": total.view(t, n).mean(1),
+        out = {
             "policy": policy,
             "value": value,
             "entropy": entropy,
@@ -165,6 +256,16 @@ class MTA2C:
             "target": target,
             "value_out": value_out,
         }
+        if self.distral is not None:
+            kl = self._pi0_kl(policy_out, pi0_out, batch.task_id)
+            distill = self.distral.hp.kl_coef * kl
+            if sigma is not None:
+                distill = distill / sigma
+            total = total + distill
+            out["kl"] = kl
+            out["distill"] = distill
+        out["per_task"] = total.view(t, n).mean(1)
+        return out
 
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """One gradient step from a finished rollout."""
@@ -181,7 +282,12 @@ class MTA2C:
                 total.backward()
         grad_norm = None
         if self.hp.grad_clip is not None:
-            grad_norm = nn.utils.clip_grad_norm_(self._params, self.hp.grad_clip).detach()
+            if self.distral is None:
+                grad_norm = nn.utils.clip_grad_norm_(self._params, self.hp.grad_clip).detach()
+            else:  # π0 and the task networks are clipped separately
+                grad_norm = nn.utils.clip_grad_norm_(list(self.net.parameters()),
+                                                     self.hp.grad_clip).detach()
+                nn.utils.clip_grad_norm_(list(self.distral.pi0.parameters()), self.hp.grad_clip)
         self.optim.step()
         g, v = batch.returns, batch.value
         explained = 1.0 - (g - v).var() / g.var().clamp_min(1e-8)
@@ -196,6 +302,10 @@ class MTA2C:
         }
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
+        if self.distral is not None:
+            kl = out["kl"].detach()
+            metrics["distral_kl"] = kl.mean()
+            self._last_kl = kl.view(batch.num_tasks, batch.per_task).mean(1)
         return metrics
 
     def task_metrics(self) -> dict[str, torch.Tensor]:
@@ -207,6 +317,8 @@ class MTA2C:
             out["popart/sigma"] = self.net.popart.sigma.detach().clone()
         if self.net.log_std_net is not None:
             out["policy_std"] = self.net.log_std_net.log_std.detach().exp().mean(1)
+        if self._last_kl is not None:
+            out["distral/kl"] = self._last_kl
         return out
 
     def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -221,23 +333,47 @@ class MTA2C:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "net": self.net.state_dict(),
             "optim": self.optim.state_dict(),
             "combiner": self.combiner.state_dict(),
         }
+        if self.distral is not None:
+            out["distral"] = self.distral.state_dict()
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (self.distral is None) != ("distral" not in state):
+            raise ValueError("checkpoint and agent disagree on Distral (π0 present in one only)")
         self.net.load_state_dict(state["net"])
+        if self.distral is not None:
+            self.distral.load_state_dict(state["distral"])
         self.optim.load_state_dict(state["optim"])
         self.combiner.load_state_dict(state["combiner"])
         self._task_id_cache = None
 
     def train(self) -> None:
         self.net.train()
+        if self.distral is not None:
+            self.distral.pi0.train()
 
     def eval(self) -> None:
         self.net.eval()
+        if self.distral is not None:
+            self.distral.pi0.eval()
+
+
+@torch.no_grad()
+def _scale_output_layer_(net: nn.Module, factor: float) -> None:
+    """Multiply the weights and bias of ``net``'s last registered linear layer by ``factor``."""
+    from mtrl.modules.nets import MultiHeadLinear
+
+    last = [m for m in net.modules() if isinstance(m, nn.Linear | MultiHeadLinear)]
+    if not last:
+        raise ValueError("no linear output layer found to scale")
+    last[-1].weight.mul_(factor)
+    if last[-1].bias is not None:
+        last[-1].bias.mul_(factor)
 
 
 def build_mta2c(
@@ -260,6 +396,9 @@ def build_mta2c(
     rmsprop_alpha: float = 0.99,
     hparams: A2CHyperparams | None = None,
     combiner: Combiner | None = None,
+    distral: DistralHyperparams | None = None,
+    pi0_hidden: list[int] | None = None,
+    pi0_task_input: bool = False,
     device: torch.device | str = "cpu",
 ) -> MTA2C:
     """Network, PopArt statistics and optimizer of an MT-A2C agent. RMSprop defaults follow
@@ -269,7 +408,10 @@ def build_mta2c(
     with the papers' plain recursion from σ = 1 and β = 3e-4, unclipped Atari advantages stay
     in raw reward units for hundreds of thousands of steps and collapsed the policy here
     (entropy 2.9 → 0.55 within 36k env steps on atari6). Tasks whose returns are exactly
-    constant in a rollout are left out of the statistics update (:meth:`MTA2C.targets`)."""
+    constant in a rollout are left out of the statistics update (:meth:`MTA2C.targets`).
+
+    ``distral``: also build Distral's π0 (hidden sizes ``pi0_hidden``, default
+    ``actor_hidden``), trained by the same optimizer."""
     from mtrl.modules.popart import PopArtStatistics
 
     stats = PopArtStatistics(num_tasks, beta=popart_beta) if popart else None
@@ -278,11 +420,25 @@ def build_mta2c(
         actor_hidden=actor_hidden, critic_hidden=critic_hidden, actor_arch=actor_arch,
         critic_arch=critic_arch, arch_cfg=arch_cfg, torso=torso, popart=stats,
     ).to(device)
+    part = None
+    params = list(net.parameters())
+    if distral is not None and distral.columns == 2:
+        # f_i is in reward units and enters the logits as β·f_i: start it at 1/β of the usual
+        # output scale so that the initial task policies are near π0, not random and sharp.
+        _scale_output_layer_(net.policy, 1.0 / distral.beta)
+    if distral is not None:
+        pi0 = DistilledPolicy(
+            obs_shape, num_tasks, num_actions=num_actions, action_dim=action_dim,
+            hidden=list(actor_hidden if pi0_hidden is None else pi0_hidden),
+            task_input=pi0_task_input, arch_cfg=arch_cfg,
+        ).to(device)
+        part = Distral(pi0, distral)
+        params += list(pi0.parameters())
     opt: torch.optim.Optimizer
     if optimizer == "rmsprop":
-        opt = torch.optim.RMSprop(net.parameters(), lr=lr, alpha=rmsprop_alpha, eps=optim_eps)
+        opt = torch.optim.RMSprop(params, lr=lr, alpha=rmsprop_alpha, eps=optim_eps)
     elif optimizer == "adam":
-        opt = torch.optim.Adam(net.parameters(), lr=lr, eps=optim_eps)
+        opt = torch.optim.Adam(params, lr=lr, eps=optim_eps)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: rmsprop, adam")
-    return MTA2C(net, opt, hparams or A2CHyperparams(), combiner=combiner)
+    return MTA2C(net, opt, hparams or A2CHyperparams(), combiner=combiner, distral=part)

@@ -33,6 +33,17 @@ its σ_k (detached), the SAC analogue of the normalized policy gradient of Hesse
 leaves each task's optimum unchanged and keeps a task with large rewards from dominating the
 shared actor's gradient.
 
+Distral (Teh et al. 2017, Eq. 2; :mod:`mtrl.agents.distral`), with a distilled policy π0 and
+``c_KL = α/β``: the actor is the set of task policies πi, and the reward is regularized by
+``c_KL log π0(a|s) − (c_Ent + c_KL) log πi(a|s)``. The entropy weight ``c_Ent`` is either the
+paper's fixed ``(1 − α)/β`` or, with ``tune_entropy``, each task's learned SAC temperature α_k
+(as the SAC-based Distral of facebookresearch/mtrl). With ``τ_k = c_Ent,k + c_KL``:
+
+* target: ``y = r + γ (1 − d) (min_j Q̄_j(s', a') − τ_k log πi(a'|s') + c_KL log π0(a'|s'))``;
+* actor: ``L_π[k] = E[τ_k log πi(ã|s) − c_KL log π0(ã|s) − min_j Q_j(s, ã)]`` (π0 fixed);
+* π0: ``L_0[k] = c_KL E_{s∈k}[KL(πi(·|s) ‖ π0(·|s))]`` with πi fixed, the closed-form KL of the
+  pre-tanh Gaussians (equal to that of the squashed policies), on its own optimizer.
+
 The per-task vectors ``L_Q`` and ``L_π`` go to gradient combiners (``mtrl.optim``), ``mean``
 by default. ``L_α[k]`` depends only on ``log α_k``, so each temperature moves only with its
 own task's samples.
@@ -47,8 +58,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams, gaussian_kl
 from mtrl.data.replay import Batch
-from mtrl.modules.policies import TanhGaussianActor, TwinQCritic
+from mtrl.modules.policies import TanhGaussianActor, TwinQCritic, tanh_gaussian_log_prob
 from mtrl.modules.popart import PopArtStatistics, TaskValueHead, preserve_outputs_
 from mtrl.modules.routing import RoutingNet, routed_nets
 from mtrl.optim.combiners import Combiner, MeanCombiner
@@ -82,8 +94,16 @@ class MTSAC:
         *,
         actor_combiner: Combiner | None = None,
         critic_combiner: Combiner | None = None,
+        distral: Distral | None = None,
+        tune_entropy: bool = True,
     ) -> None:
         self.actor = actor
+        self.distral = distral
+        if distral is not None and (distral.optim is None or distral.pi0.discrete):
+            raise ValueError("Distral-SAC needs a Gaussian π0 with its own optimizer")
+        # Without Distral the temperatures are always learned (SAC); with it, only if asked.
+        self.learn_alpha = distral is None or tune_entropy
+        self._last_kl: torch.Tensor | None = None
         self.critic = critic
         self.critic_target = critic_target
         self.log_alpha = log_alpha
@@ -130,6 +150,25 @@ class MTSAC:
             action, _ = self.actor.sample(obs_t, tid)
         return action.cpu().numpy()
 
+    @torch.no_grad()
+    def act_pi0(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False
+                ) -> np.ndarray:
+        """Actions of Distral's distilled policy π0: ``tanh(μ0)``, or a squashed sample."""
+        assert self.distral is not None
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        mean, log_std = self.distral.pi0(obs_t, self._task_tensor(task_id))
+        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u).cpu().numpy()
+
+    def _entropy_coef(self) -> torch.Tensor:
+        """Per-task weight of ``−log πi`` in the soft value: α_k, or with Distral τ_k."""
+        alpha = self.log_alpha.detach().exp()
+        if self.distral is None:
+            return alpha
+        hp = self.distral.hp
+        ent = alpha if self.learn_alpha else torch.full_like(alpha, hp.ent_coef)
+        return ent + hp.kl_coef
+
     def _task_tensor(self, task_id: np.ndarray) -> torch.Tensor:
         key = np.asarray(task_id, dtype=np.int64).tobytes()
         if self._task_id_cache is None or self._task_id_cache[0] != key:
@@ -140,8 +179,7 @@ class MTSAC:
     # ------------------------------------------------------------------ learning
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-task critic loss and soft target (no parameter update): for tests and tools."""
-        alpha = self.log_alpha.detach().exp()
-        alpha_b = alpha.repeat_interleave(batch.per_task)
+        alpha_b = self._entropy_coef().repeat_interleave(batch.per_task)
         y = self._target(batch, alpha_b)
         q = self._clip(self.critic(batch.obs, batch.action, batch.task_id))
         return {"target": y, "q": q, "critic": self._per_task(0.5 * (q - y).pow(2).sum(0), batch)}
@@ -150,8 +188,8 @@ class MTSAC:
         """One gradient step on critics, actor and temperatures from a stratified batch."""
         if batch.num_tasks != self.num_tasks:
             raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
-        alpha = self.log_alpha.detach().exp()  # the same α for critic and actor this step
-        alpha_b = alpha.repeat_interleave(batch.per_task)
+        # The same α (Distral: τ) for critic and actor this step.
+        alpha_b = self._entropy_coef().repeat_interleave(batch.per_task)
 
         # Critic (Eq. 5)
         y = self._target(batch, alpha_b)
@@ -176,25 +214,46 @@ class MTSAC:
         # Actor (Eq. 7), through the freshly updated critic, whose weights stay fixed here.
         self.critic.requires_grad_(False)
         try:
-            action, log_prob = self.actor.sample(batch.obs, batch.task_id, batch.per_task)
+            action, log_prob, u, mean, log_std = self.actor.rsample(
+                batch.obs, batch.task_id, batch.per_task)
             q_pi = self.critic(batch.obs, action, batch.task_id, batch.per_task).min(0).values
         finally:
             self.critic.requires_grad_(True)
-        actor_losses = self._per_task(alpha_b * log_prob - q_pi, batch)
+        actor_per_sample = alpha_b * log_prob - q_pi
+        pi0_loss = None
+        if self.distral is not None:
+            hp = self.distral.hp
+            mean0, log_std0 = self.distral.pi0(batch.obs, batch.task_id, batch.per_task)
+            # π0 enters the actor loss as a fixed density (gradient through ã only) ...
+            logp0 = tanh_gaussian_log_prob(u, mean0.detach(), log_std0.detach())
+            actor_per_sample = actor_per_sample - hp.kl_coef * logp0
+            # ... and learns by distillation: KL(πi ‖ π0) with πi fixed.
+            kl = gaussian_kl(mean.detach(), log_std.detach(), mean0, log_std0)
+            pi0_loss = self._per_task(hp.kl_coef * kl, batch)
+            self._last_kl = self._per_task(kl.detach(), batch)
+        actor_losses = self._per_task(actor_per_sample, batch)
         if popart is not None and self.hp.popart_actor_scale:
             actor_losses = actor_losses / popart.sigma.detach()
         self.actor_optim.zero_grad(set_to_none=True)
         self.actor_combiner.backward(actor_losses, self._actor_params)
-        self._router_backward(self._actor_routers, [(alpha_b * log_prob - q_pi).detach()])
+        self._router_backward(self._actor_routers, [actor_per_sample.detach()])
         actor_gn = self._clip_grad(self._actor_params)
         self.actor_optim.step()
+
+        if pi0_loss is not None:
+            assert self.distral is not None and self.distral.optim is not None
+            self.distral.optim.zero_grad(set_to_none=True)
+            pi0_loss.mean().backward()
+            self._clip_grad(list(self.distral.pi0.parameters()))
+            self.distral.optim.step()
 
         # Temperatures (Eq. 18), one per task.
         mean_log_prob = self._per_task(log_prob.detach(), batch)
         alpha_losses = -self.log_alpha * (mean_log_prob + self.hp.target_entropy)
-        self.alpha_optim.zero_grad(set_to_none=True)
-        alpha_losses.sum().backward()
-        self.alpha_optim.step()
+        if self.learn_alpha:
+            self.alpha_optim.zero_grad(set_to_none=True)
+            alpha_losses.sum().backward()
+            self.alpha_optim.step()
 
         # Polyak averaging of the target critics.
         with torch.no_grad():
@@ -211,12 +270,20 @@ class MTSAC:
             metrics["critic_grad_norm"] = critic_gn
         if actor_gn is not None:
             metrics["actor_grad_norm"] = actor_gn
+        if pi0_loss is not None:
+            assert self._last_kl is not None
+            metrics["distral_kl"] = self._last_kl.mean()
+            metrics["distral_pi0"] = pi0_loss.detach().mean()
         return metrics
 
     def task_metrics(self) -> dict[str, torch.Tensor]:
         """Per-task values to log by task name: ``alpha`` and, with PopArt, ``popart/mu`` and
         ``popart/sigma``, each of shape [num_tasks]."""
         out = {"alpha": self.log_alpha.detach().exp()}
+        if self.distral is not None:
+            out["alpha"] = self._entropy_coef() - self.distral.hp.kl_coef  # c_Ent per task
+            if self._last_kl is not None:
+                out["distral/kl"] = self._last_kl
         if self.critic.popart is not None:
             out["popart/mu"] = self.critic.popart.mu.detach().clone()
             out["popart/sigma"] = self.critic.popart.sigma.detach().clone()
@@ -260,9 +327,12 @@ class MTSAC:
     @torch.no_grad()
     def _target(self, batch: Batch, alpha_b: torch.Tensor) -> torch.Tensor:
         n = batch.per_task
-        next_action, next_log_prob = self.actor.sample(batch.next_obs, batch.task_id, n)
+        next_action, next_log_prob, u, _, _ = self.actor.rsample(batch.next_obs, batch.task_id, n)
         q_next = self.critic_target(batch.next_obs, next_action, batch.task_id, n).min(0).values
         soft_v = q_next - alpha_b * next_log_prob
+        if self.distral is not None:
+            mean0, log_std0 = self.distral.pi0(batch.next_obs, batch.task_id, n)
+            soft_v = soft_v + self.distral.hp.kl_coef * tanh_gaussian_log_prob(u, mean0, log_std0)
         y = batch.reward + self.hp.gamma * (1.0 - batch.terminated) * soft_v
         return self._clip(y)
 
@@ -280,7 +350,7 @@ class MTSAC:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
@@ -291,8 +361,15 @@ class MTSAC:
             "actor_combiner": self.actor_combiner.state_dict(),
             "critic_combiner": self.critic_combiner.state_dict(),
         }
+        if self.distral is not None:
+            out["distral"] = self.distral.state_dict()
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (self.distral is None) != ("distral" not in state):
+            raise ValueError("checkpoint and agent disagree on Distral (π0 present in one only)")
+        if self.distral is not None:
+            self.distral.load_state_dict(state["distral"])
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
@@ -313,10 +390,14 @@ class MTSAC:
     def train(self) -> None:
         self.actor.train()
         self.critic.train()
+        if self.distral is not None:
+            self.distral.pi0.train()
 
     def eval(self) -> None:
         self.actor.eval()
         self.critic.eval()
+        if self.distral is not None:
+            self.distral.pi0.eval()
 
 
 def build_mtsac(
@@ -340,9 +421,15 @@ def build_mtsac(
     actor_arch: str = "mlp",
     critic_arch: str = "mlp",
     arch_cfg: object | None = None,
+    distral: DistralHyperparams | None = None,
+    pi0_hidden: list[int] | None = None,
+    pi0_task_input: bool = False,
+    tune_entropy: bool = True,
     device: torch.device | str = "cpu",
 ) -> MTSAC:
-    """Build the networks, target critics, temperatures and Adam optimizers of an MT-SAC agent."""
+    """Build the networks, target critics, temperatures and Adam optimizers of an MT-SAC agent
+    (with ``distral``: also π0, hidden sizes ``pi0_hidden`` or ``actor_hidden``, Adam at
+    ``actor_lr``)."""
     device = torch.device(device)
     actor = TanhGaussianActor(
         obs_dim, action_dim, num_tasks, actor_hidden,
@@ -359,6 +446,15 @@ def build_mtsac(
     log_alpha = nn.Parameter(
         torch.full((num_tasks,), float(np.log(init_alpha)), device=device)
     )
+    part = None
+    if distral is not None:
+        pi0 = DistilledPolicy(
+            (obs_dim,), num_tasks, action_dim=action_dim,
+            hidden=list(actor_hidden if pi0_hidden is None else pi0_hidden),
+            task_input=pi0_task_input, log_std_min=log_std_min, log_std_max=log_std_max,
+            arch_cfg=arch_cfg,
+        ).to(device)
+        part = Distral(pi0, distral, torch.optim.Adam(pi0.parameters(), lr=actor_lr))
     return MTSAC(
         actor,
         critic,
@@ -370,4 +466,6 @@ def build_mtsac(
         hparams,
         actor_combiner=actor_combiner,
         critic_combiner=critic_combiner,
+        distral=part,
+        tune_entropy=tune_entropy,
     )

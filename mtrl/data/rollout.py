@@ -120,6 +120,8 @@ class RolloutStorage:
                                   dtype=torch.long if discrete else torch.float32, device=dev)
         self.value = torch.zeros((t, n), device=dev)
         self.truncation_value = torch.zeros((t, n), device=dev)
+        # Reward terms computed by the agent on the device (Distral's regularizer), if any.
+        self.bonus = torch.zeros((t, n), device=dev)
         # Rewards, terminated, truncated: staged on the host, one copy per rollout.
         pin = dev.type == "cuda"
         self._host = torch.zeros((3, t, n), dtype=torch.float32, pin_memory=pin)
@@ -149,10 +151,12 @@ class RolloutStorage:
         terminated: np.ndarray,
         truncated: np.ndarray,
         next_obs: np.ndarray,
+        bonus: torch.Tensor | None = None,
     ) -> None:
         """Record step ``self.step``: what the policy did and what the env returned.
         ``next_obs`` is what the policy sees next (the first observation of a new episode
-        where one ended)."""
+        where one ended). ``bonus``: a device tensor ``[num_envs]`` added to the env reward
+        (e.g. Distral's ``(α/β) log π0 − (1/β) log πi``)."""
         s = self.step
         if s >= self.num_steps:
             raise RuntimeError("rollout is full: call batch() and after_update() first")
@@ -162,6 +166,10 @@ class RolloutStorage:
         self._host_np[1, s] = terminated
         self._host_np[2, s] = truncated
         self.truncation_value[s].zero_()
+        if bonus is None:
+            self.bonus[s].zero_()
+        else:
+            self.bonus[s].copy_(bonus)
         self.obs[s + 1].copy_(torch.as_tensor(next_obs))
         self.step = s + 1
 
@@ -181,7 +189,7 @@ class RolloutStorage:
         if not self.full:
             raise RuntimeError(f"rollout has {self.step} of {self.num_steps} steps")
         host = self._host.to(self.device, non_blocking=True)
-        rewards, terminated, truncated = host[0], host[1] > 0.5, host[2] > 0.5
+        rewards, terminated, truncated = host[0] + self.bonus, host[1] > 0.5, host[2] > 0.5
         nxt = bootstrap_values(self.value, last_value, terminated, truncated,
                                self.truncation_value)
         adv = gae(rewards, self.value, nxt, terminated | truncated, gamma, lam)

@@ -232,3 +232,64 @@ def make_toy_env(
             "success": f"distance < {inner.success_radius} at any step",
         },
     )
+
+
+class PointReachTaskEnv(gym.Env):  # type: ignore[type-arg]
+    """Task ``task`` of the ``num_tasks``-task point-reach as a single gymnasium env, for
+    single-task learners (stable-baselines3 teachers for policy distillation).
+
+    The dynamics are :class:`PointReachVectorEnv`'s, not a copy: the env holds a
+    ``PointReachVectorEnv(num_tasks, 1)`` without autoreset and exposes only sub-env ``task``
+    (the other sub-envs take the "stay" action and never end an episode). Spaces, reward, traps,
+    success (``info["success"]``) and the time limit (truncation, not termination) are those of
+    the multi-task env; with the same seed, the first episode after ``reset(seed=s)`` is
+    exactly sub-env ``task`` of ``PointReachVectorEnv(num_tasks, 1, seed=s)``.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        task: int,
+        *,
+        max_episode_steps: int = 50,
+        discrete: bool = False,
+        step_size: float = 0.1,
+        success_radius: float = 0.1,
+        start_noise: float = 0.1,
+        seed: int | None = None,
+    ) -> None:
+        if not 0 <= task < num_tasks:
+            raise ValueError(f"task={task} must be in [0, {num_tasks})")
+        self.task = task
+        self.num_tasks = num_tasks
+        self.inner = PointReachVectorEnv(
+            num_tasks, 1, max_episode_steps=max_episode_steps, discrete=discrete,
+            step_size=step_size, success_radius=success_radius, start_noise=start_noise,
+            seed=seed, autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+        )
+        self.observation_space = self.inner.single_observation_space
+        self.action_space = self.inner.single_action_space
+        self.discrete = discrete
+        self.goal = self.inner.goals[task].copy()
+        # actions of the hidden sub-envs: "stay" (index 0, or the zero vector)
+        self._actions = (np.zeros(num_tasks, dtype=np.int64) if discrete
+                         else np.zeros((num_tasks, 2), dtype=np.float32))
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        obs, _ = self.inner.reset(seed=seed)
+        return obs[self.task].copy(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self._actions[self.task] = action
+        obs, reward, terminated, truncated, info = self.inner.step(self._actions)
+        k = self.task
+        done = bool(terminated[k] or truncated[k])
+        if done:
+            # all sub-envs share the step counter: they finish together; restart them on the
+            # next reset()
+            self.inner._needs_reset[:] = True
+        return (obs[k].copy(), float(reward[k]), bool(terminated[k]), bool(truncated[k]),
+                {"success": bool(info["success"][k])})

@@ -13,6 +13,7 @@ their last stratified forward pass and return their per-task means from ``report
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -105,10 +106,33 @@ class MultiHeadNet(TaskNet):
         return self.heads(h, task_id, per_task)
 
 
+class SeparateNet(TaskNet):
+    """One independent MLP per task (no shared parameters): every layer is a
+    :class:`MultiHeadLinear`, so the ``T`` networks run as one batched matmul per layer. The
+    "separate networks" baseline of multi-task RL, and the task policies of Distral (Teh et al.
+    2017, Sec. 2: one network per task, regularized only through the distilled policy)."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim, self.num_tasks = in_dim, out_dim, num_tasks
+        dims = [in_dim, *hidden, out_dim]
+        self.layers = nn.ModuleList(
+            MultiHeadLinear(num_tasks, a, b) for a, b in itertools.pairwise(dims)
+        )
+
+    def forward(self, x: torch.Tensor, task_id: torch.Tensor, per_task: int | None = None
+                ) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = torch.relu(x)
+            x = layer(x, task_id, per_task)
+        return x
+
+
 def build_net(arch: str, in_dim: int, out_dim: int, num_tasks: int, hidden: Sequence[int],
               cfg: object | None = None) -> TaskNet:
     """The network ``arch`` (see :data:`ARCHITECTURES`) with sizes from ``hidden`` (mlp,
-    multihead) and from an :class:`~mtrl.config.ArchConfig` ``cfg`` (everything else)."""
+    multihead, separate) and from an :class:`~mtrl.config.ArchConfig` ``cfg`` (everything else)."""
     from mtrl.config import ArchConfig
 
     c = cfg if isinstance(cfg, ArchConfig) else ArchConfig()
@@ -117,6 +141,8 @@ def build_net(arch: str, in_dim: int, out_dim: int, num_tasks: int, hidden: Sequ
     if arch == "multihead":
         return MultiHeadNet(in_dim, out_dim, num_tasks, hidden, c.task_encoder,
                             c.task_embedding_dim)
+    if arch == "separate":
+        return SeparateNet(in_dim, out_dim, num_tasks, hidden)
     if arch == "soft-modular":
         from mtrl.modules.soft_modular import SoftModularNet
 

@@ -66,9 +66,17 @@ class TanhGaussianActor(nn.Module):
         self, obs: torch.Tensor, task_id: torch.Tensor, per_task: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterized sample ``a = tanh(mean + std·ε)`` and its log-probability."""
+        a, log_prob, _, _, _ = self.rsample(obs, task_id, per_task)
+        return a, log_prob
+
+    def rsample(
+        self, obs: torch.Tensor, task_id: torch.Tensor, per_task: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`sample` plus the pre-squash sample ``u`` and the Gaussian's mean and log-std
+        (what Distral needs to score the action under another policy)."""
         mean, log_std = self(obs, task_id, per_task)
         u = mean + torch.exp(log_std) * torch.randn_like(mean)
-        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std), u, mean, log_std
 
     def deterministic(self, obs: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
         """The mode used for evaluation: ``tanh(mean)``."""
