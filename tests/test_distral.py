@@ -113,9 +113,9 @@ def test_a2c_step_bonus_equals_formula_with_the_task_policys_log_probs():
     tid = torch.tensor([0, 1, 0, 1])
     torch.manual_seed(3)
     action, _, bonus = agent.step(obs, tid)
-    f, _ = agent.net(obs, tid)
+    g, _ = agent.net(obs, tid)  # the task column outputs β f_i
     h = agent.distral.pi0(obs, tid)
-    logits_i = 0.5 * h + 10.0 * f
+    logits_i = 0.5 * h + 10.0 * (g / 10.0)
     lp_i = torch.log_softmax(logits_i, -1).gather(1, action[:, None]).squeeze(1)
     lp_0 = torch.log_softmax(h, -1).gather(1, action[:, None]).squeeze(1)
     torch.testing.assert_close(bonus, 0.05 * lp_0 - 0.1 * lp_i)
@@ -375,3 +375,26 @@ def test_toy_distral_learns():
                          .read_text())["pi0"]
         assert pi0["success_mean"] <= 0.5
     assert math.isfinite(res.final_eval.return_mean)
+
+
+def test_atari_distral_two_columns_runs_on_frames_and_reports_pi0(tmp_path):
+    """atari6-distral in miniature: uint8 frames, π0's own CNN, two-column task logits,
+    per-game returns and HNS for the task policies and for π0."""
+    from mtrl.runner import train
+
+    cfg = get_preset("atari6-distral")
+    cfg.env.tasks = ["Pong", "Breakout"]
+    cfg.env.envs_per_task = 2
+    cfg.env.max_episode_frames = 400
+    cfg.total_steps = 400
+    cfg.eval.every = 0
+    cfg.eval.episodes_per_task = 1
+    cfg.log.every = 200
+    cfg.log.progress_bar = False
+    cfg.checkpoint.every = 0
+    cfg.device = "cpu"
+    res = train(cfg, tmp_path / "run")
+    assert res.updates == 400 // 20
+    saved = json.loads(sorted((tmp_path / "run" / "eval").glob("*.json"))[-1].read_text())
+    assert set(saved["pi0"]["tasks"]) == {"Pong", "Breakout"}
+    assert "hns_median" in saved["pi0"]

@@ -160,10 +160,16 @@ class MTA2C:
         return action, value, bonus
 
     def _compose(self, policy_out: torch.Tensor, pi0_out: Any) -> torch.Tensor:
-        """The task policy's output: the task column, or ``α h + β f_i`` with two columns."""
+        """The task policy's output: the task column, or ``α h + β f_i`` with two columns.
+
+        The task column's network outputs ``β f_i`` (``f_i = policy_out / β``): the same
+        family of policies, but β does not multiply the column's step size in logit space
+        (with ``f_i`` as the output, an RMSprop step moves the logits β times further, which
+        collapsed the task policies' entropy on Atari within 20k steps at β = 100)."""
         assert self.distral is not None
-        if self.distral.hp.columns == 2:
-            return two_column_logits(pi0_out, policy_out, self.distral.hp)
+        hp = self.distral.hp
+        if hp.columns == 2:
+            return two_column_logits(pi0_out, policy_out / hp.beta, hp)
         return policy_out
 
     def _task_policy(self, policy_out: torch.Tensor, obs: torch.Tensor, task_id: torch.Tensor,
@@ -363,19 +369,6 @@ class MTA2C:
             self.distral.pi0.eval()
 
 
-@torch.no_grad()
-def _scale_output_layer_(net: nn.Module, factor: float) -> None:
-    """Multiply the weights and bias of ``net``'s last registered linear layer by ``factor``."""
-    from mtrl.modules.nets import MultiHeadLinear
-
-    last = [m for m in net.modules() if isinstance(m, nn.Linear | MultiHeadLinear)]
-    if not last:
-        raise ValueError("no linear output layer found to scale")
-    last[-1].weight.mul_(factor)
-    if last[-1].bias is not None:
-        last[-1].bias.mul_(factor)
-
-
 def build_mta2c(
     *,
     obs_shape: tuple[int, ...],
@@ -422,10 +415,6 @@ def build_mta2c(
     ).to(device)
     part = None
     params = list(net.parameters())
-    if distral is not None and distral.columns == 2:
-        # f_i is in reward units and enters the logits as β·f_i: start it at 1/β of the usual
-        # output scale so that the initial task policies are near π0, not random and sharp.
-        _scale_output_layer_(net.policy, 1.0 / distral.beta)
     if distral is not None:
         pi0 = DistilledPolicy(
             obs_shape, num_tasks, num_actions=num_actions, action_dim=action_dim,
