@@ -105,14 +105,18 @@ def _distral(cfg: AgentConfig) -> DistralHyperparams | None:
                               columns=cfg.distral_columns)
 
 
+def _action_spec(action_space: gym.Space[Any], agent: str) -> tuple[int | None, int | None]:
+    """``(num_actions, None)`` for Discrete, ``(None, action_dim)`` for Box actions."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return int(action_space.n), None
+    if isinstance(action_space, gym.spaces.Box):
+        return None, int(np.prod(action_space.shape))
+    raise ValueError(f"{agent} supports Discrete and Box actions, not {action_space}")
+
+
 def _build_a2c(cfg: AgentConfig, obs_space: gym.Space[Any], action_space: gym.Space[Any],
                num_tasks: int, device: torch.device) -> MTA2C:
-    if isinstance(action_space, gym.spaces.Discrete):
-        num_actions, action_dim = int(action_space.n), None
-    elif isinstance(action_space, gym.spaces.Box):
-        num_actions, action_dim = None, int(np.prod(action_space.shape))
-    else:
-        raise ValueError(f"mta2c supports Discrete and Box actions, not {action_space}")
+    num_actions, action_dim = _action_spec(action_space, cfg.name)
     return build_mta2c(
         obs_shape=tuple(obs_space.shape or ()),
         num_tasks=num_tasks,
@@ -146,12 +150,7 @@ def _build_distiller(cfg: AgentConfig, obs_space: gym.Space[Any], action_space: 
                      num_tasks: int, device: torch.device) -> Distiller:
     """The student of a distillation run (teachers are attached by the trainer: evaluation
     needs only the student)."""
-    if isinstance(action_space, gym.spaces.Discrete):
-        num_actions, action_dim = int(action_space.n), None
-    elif isinstance(action_space, gym.spaces.Box):
-        num_actions, action_dim = None, int(np.prod(action_space.shape))
-    else:
-        raise ValueError(f"distill supports Discrete and Box actions, not {action_space}")
+    num_actions, action_dim = _action_spec(action_space, cfg.name)
     return build_distiller(
         obs_shape=tuple(obs_space.shape or ()),
         num_tasks=num_tasks,
