@@ -458,7 +458,7 @@ DESCRIPTIONS: dict[str, str] = {
     "atari6-a2c-popart": "MT-A2C + PopArt (Hessel et al. 2019), unclipped rewards, 6 Atari games",
     "atari6-a2c": "MT-A2C without PopArt, sign-clipped rewards, the same 6 Atari games",
     "atari57-a2c-popart": "MT-A2C + PopArt on all 57 Atari-57 games, 2 envs per game",
-    "toy-distral": "Distral (Teh et al. 2017) on A2C, 4-goal discrete point-reach toy; ~15 s",
+    "toy-distral": "Distral (Teh et al. 2017) on A2C, 4-goal discrete point-reach toy; ~11 s",
     "toy-distral-sac": "Distral on SAC (separate task actors/critics + shared π0), toy",
     "mt10-distral": "Distral on SAC: per-task SAC policies regularized toward a shared π0, MT10",
     "atari6-distral": "Distral 2-column on A2C, 6 Atari games, sign-clipped rewards",

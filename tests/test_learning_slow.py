@@ -96,7 +96,7 @@ def test_toy_distral_task_policies_learn_on_three_seeds(tmp_path, seed):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_toy_distral_sac_task_policies_learn(tmp_path, seed):
-    # Measured (seed 0): task policies 1.0 from 8k env steps on; π0 0.2-0.4 (~4 min per run).
+    # Measured (seed 0): task policies 1.0 from 8k env steps on; π0 0.2-0.4 (~16 s per run).
     assert _train_eval(tmp_path, "toy-distral-sac", seed) >= 0.9
 
 
