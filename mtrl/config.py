@@ -394,7 +394,7 @@ def validate(cfg: TrainConfig) -> None:
                         ("agent.critic_hidden", a.critic_hidden)):
         if any((not isinstance(s, int)) or s <= 0 for s in sizes):
             raise ConfigError(f"{path}={sizes!r} must be a list of positive integers")
-        if not sizes and not on_policy:
+        if not sizes and not on_policy and a.name != "distill":
             raise ConfigError(f"{path}=[] : {a.name} needs at least one hidden layer")
     if on_policy:
         _validate_on_policy(cfg)
@@ -546,12 +546,6 @@ def parse_teacher_specs(entries: list[str], tasks: list[str]) -> dict[str, str]:
 
 def _validate_distill(cfg: TrainConfig, tasks: list[str]) -> None:
     a = cfg.agent
-    if cfg.env.name in IMAGE_ENVS:
-        raise ConfigError(
-            f"agent.name='distill' on env.name={cfg.env.name!r}: distillation keeps its states "
-            "in the float32 replay buffer, which is not built for image observations yet; "
-            "allowed envs: " + ", ".join(n for n in ENV_NAMES if n not in IMAGE_ENVS)
-        )
     if a.distill_loss not in DISTILL_LOSSES:
         raise ConfigError(_choice_msg("agent.distill_loss", a.distill_loss, DISTILL_LOSSES))
     if a.distill_data not in DISTILL_DATA:

@@ -34,8 +34,9 @@ from mtrl.agents import MTA2C, MTSAC, Distiller, build_agent
 from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
 from mtrl.collect import Transitions, VectorCollector
 from mtrl.config import ConfigError, TrainConfig
-from mtrl.data.replay import MultiTaskReplayBuffer
+from mtrl.data.replay import Batch, MultiTaskReplayBuffer
 from mtrl.data.rollout import RolloutStorage
+from mtrl.data.states import StateBuffer
 from mtrl.envs import MultiTaskVectorEnv, make_env
 from mtrl.evaluation import (
     EvalResult,
@@ -219,7 +220,7 @@ class Trainer:
         )
         if isinstance(self.agent, Distiller):
             self._attach_teachers(obs_space, act_space)
-        self.buffer: MultiTaskReplayBuffer | None = None
+        self.buffer: MultiTaskReplayBuffer | StateBuffer | None = None
         self.storage: RolloutStorage | None = None
         if self.on_policy:
             discrete = isinstance(act_space, gym.spaces.Discrete)
@@ -232,12 +233,22 @@ class Trainer:
                 discrete=discrete,
                 device=self.device,
             )
+        elif isinstance(self.agent, Distiller):
+            # Distillation keeps states only, in the env's dtype (uint8 Atari frames).
+            self.buffer = StateBuffer(
+                self.num_tasks,
+                cfg.replay.capacity,
+                self.obs_shape,
+                obs_dtype=torch.uint8 if obs_space.dtype == np.uint8 else torch.float32,
+                device=self.device,
+                seed=derive_seed(cfg.seed, "replay"),
+            )
         else:
             self.buffer = MultiTaskReplayBuffer(
                 self.num_tasks,
                 cfg.replay.capacity,
                 self.obs_shape,
-                max(1, self.action_dim),  # discrete actions (distill): one column
+                self.action_dim,
                 device=self.device,
                 seed=derive_seed(cfg.seed, "replay"),
             )
@@ -263,8 +274,14 @@ class Trainer:
         teachers = []
         try:
             for t in self.task_names:
+                amap = None
+                if self.env.benchmark.get("name") == "atari":
+                    from mtrl.envs.atari import minimal_action_set
+
+                    amap = minimal_action_set(t)
                 teachers.append(load_teacher(self.teacher_specs[t], t, obs_space=obs_space,
-                                             action_space=act_space, device=self.device))
+                                             action_space=act_space, device=self.device,
+                                             action_map=amap))
             self.agent.set_teachers(teachers)
         except (ValueError, ImportError) as e:
             self.close()
@@ -503,14 +520,22 @@ class Trainer:
                 bad = metrics.nonfinite()
                 self._raise_nonfinite(*(bad or ("actor_output", self.updates)))
         tr = collector.step(action)
-        buffer.add(tr.obs, tr.action, tr.reward, tr.next_obs, tr.terminated, tr.task_id)
+        if isinstance(buffer, StateBuffer):
+            buffer.add(tr.obs, tr.task_id)
+        else:
+            buffer.add(tr.obs, tr.action, tr.reward, tr.next_obs, tr.terminated, tr.task_id)
         self.vec_step += 1
         bar.update(self.num_envs)
         if tr.episode is not None:
             self._log_episodes(logger, tr)
         if self.vec_step >= warm_vec:
             for _ in range(self.cfg.updates_per_step):
-                metrics.add(agent.update(buffer.sample(per_task)))
+                batch = buffer.sample(per_task)
+                if isinstance(agent, Distiller):
+                    metrics.add(agent.update(batch))
+                else:
+                    assert isinstance(batch, Batch)
+                    metrics.add(agent.update(batch))
                 self.updates += 1
 
     def _distill_action(self, agent: Distiller, obs: np.ndarray, task_ids: np.ndarray

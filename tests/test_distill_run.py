@@ -101,3 +101,76 @@ def test_distill_config_errors_come_before_any_env(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert "runs/toy-teachers/goal-0.zip, does not exist" in err
     assert "experiments/train_sb3_teachers.py --discrete --num-tasks 4" in err
+
+
+def _sb3_atari_teacher(path, n_actions: int, seed: int):
+    """An (untrained) SB3 PPO CnnPolicy on a game's minimal action set, with the channel-last
+    frame stacks of SB3's Atari wrappers."""
+    import gymnasium as gym
+    import numpy as np
+    from stable_baselines3 import PPO
+
+    class Frames(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (84, 84, 4), np.uint8)
+        action_space = gym.spaces.Discrete(n_actions)
+
+        def reset(self, *, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    PPO("CnnPolicy", Frames(), n_steps=8, batch_size=8, seed=seed, device="cpu").save(path)
+    return path
+
+
+def test_atari_distill_maps_minimal_action_sets_and_keeps_uint8_states(tmp_path):
+    import numpy as np
+    import torch
+    from stable_baselines3 import PPO
+
+    from mtrl.agents.distill import MASKED_LOGIT, load_teacher
+    from mtrl.data.states import StateBuffer
+    from mtrl.envs.atari import minimal_action_set
+    from mtrl.runner import Trainer
+
+    pong = minimal_action_set("Pong")
+    breakout = minimal_action_set("Breakout")
+    assert pong == (0, 1, 3, 4, 11, 12) and len(breakout) == 4
+    _sb3_atari_teacher(tmp_path / "Pong.zip", len(pong), 0)
+    _sb3_atari_teacher(tmp_path / "Breakout.zip", len(breakout), 1)
+
+    cfg = get_preset("atari6-a2c")
+    cfg = __import__("mtrl.cli", fromlist=["to_distill_config"]).to_distill_config(cfg)
+    cfg.env.tasks = ["Pong", "Breakout"]
+    cfg.env.envs_per_task = 2
+    cfg.env.max_episode_frames = 400
+    cfg.agent.distill_teachers = [str(tmp_path)]
+    cfg.agent.batch_size = 8
+    cfg.total_steps, cfg.warmup_steps = 64, 16
+    cfg.replay.capacity = 200
+    cfg.eval.every, cfg.eval.episodes_per_task = 0, 1
+    cfg.log.progress_bar = False
+    cfg.checkpoint.every = 0
+    cfg.device = "cpu"
+    C.validate(cfg)
+    tr = Trainer(cfg, tmp_path / "run")
+    assert isinstance(tr.buffer, StateBuffer) and tr.buffer.obs.dtype == torch.uint8
+
+    env = tr.env
+    teacher = load_teacher(tmp_path / "Pong.zip", "Pong", obs_space=env.single_observation_space,
+                           action_space=env.single_action_space, action_map=pong)
+    model = PPO.load(tmp_path / "Pong.zip", device="cpu")
+    obs = np.stack([env.single_observation_space.sample() for _ in range(5)])
+    expected, _ = model.predict(obs, deterministic=True)  # the model's own 6-action indices
+    assert np.array_equal(teacher.act(obs, deterministic=True), np.asarray(pong)[expected])
+    logits = teacher.output(torch.as_tensor(obs)).logits
+    assert logits.shape == (5, 18)
+    others = [a for a in range(18) if a not in pong]
+    assert bool((logits[:, others] == MASKED_LOGIT).all())
+    assert bool((logits[:, list(pong)] > MASKED_LOGIT / 2).all())
+
+    res = tr.run()
+    assert res.env_steps == 64 and res.updates > 0
+    assert res.final_eval is not None and set(res.final_eval.hns) == {"Pong", "Breakout"}
+    assert (tmp_path / "run" / "eval" / "teachers.json").exists()

@@ -54,6 +54,9 @@ from mtrl.modules.nets import TaskNet, build_net
 DISTILL_LOSSES = ("kl", "mse")
 STUDENT_TORSOS = ("auto", "nature-cnn", "none")
 POLICY_TEMPERATURE = 1.0
+# Logit of actions a teacher does not have (minimal Atari action sets): probability 0 after any
+# temperature, finite so that 0 · log 0 terms stay 0 in the KL.
+MASKED_LOGIT = -1e9
 Q_TEMPERATURE = 0.01  # Rusu et al. 2016, Sec. 4.2: the best KL temperature for DQN teachers
 
 
@@ -193,9 +196,11 @@ def _image_perm(teacher_shape: tuple[int, ...], env_shape: tuple[int, ...]
 
 
 def _check_spaces(source: str, teacher_obs: gym.Space[Any], teacher_act: gym.Space[Any],
-                  env_obs: gym.Space[Any], env_act: gym.Space[Any]) -> tuple[int, ...] | None:
+                  env_obs: gym.Space[Any], env_act: gym.Space[Any],
+                  action_map: Sequence[int] | None = None) -> tuple[int, ...] | None:
     """Raise ValueError if a teacher's spaces do not fit the env's; return the observation
-    permutation (channel-last/first images) or None."""
+    permutation (channel-last/first images) or None. A discrete teacher with fewer actions
+    fits if ``action_map`` (its actions' indices in the env's space) has one entry per action."""
     perm = None
 
     def mismatch(what: str, t: gym.Space[Any], e: gym.Space[Any]) -> ValueError:
@@ -227,7 +232,9 @@ def _check_spaces(source: str, teacher_obs: gym.Space[Any], teacher_act: gym.Spa
             raise mismatch("action", teacher_act, env_act)
     elif isinstance(env_act, gym.spaces.Discrete):
         assert isinstance(teacher_act, gym.spaces.Discrete)
-        if int(teacher_act.n) != int(env_act.n) or int(teacher_act.start) != int(env_act.start):
+        mapped = action_map is not None and int(teacher_act.n) == len(action_map)
+        if (int(teacher_act.n) != int(env_act.n) and not mapped) \
+                or int(teacher_act.start) != int(env_act.start):
             raise mismatch("action", teacher_act, env_act)
     else:
         raise ValueError(f"teacher {source}: action space {_space_str(env_act)} is not "
@@ -250,7 +257,8 @@ class SB3Teacher(Teacher):
     the env's."""
 
     def __init__(self, path: str | Path, *, obs_space: gym.Space[Any],
-                 action_space: gym.Space[Any], device: torch.device | str = "cpu") -> None:
+                 action_space: gym.Space[Any], device: torch.device | str = "cpu",
+                 action_map: Sequence[int] | None = None) -> None:
         from mtrl.sb3 import load_sb3_model
 
         self.path = Path(path)
@@ -259,7 +267,17 @@ class SB3Teacher(Teacher):
         self.source = f"{self.path} ({self.algo.upper()})"
         self.policy = self.model.policy
         self._perm = _check_spaces(self.source, self.model.observation_space,
-                                   self.model.action_space, obs_space, action_space)
+                                   self.model.action_space, obs_space, action_space, action_map)
+        # A teacher of a game's minimal action set (e.g. ALE/Pong-v5: 6 actions) in an env with
+        # the full 18: its logits / Q-values go to their full-space columns, the other columns
+        # get MASKED_LOGIT (probability 0), and its actions are translated.
+        self.action_map: Tensor | None = None
+        n_teacher = getattr(self.model.action_space, "n", None)
+        if action_map is not None and n_teacher is not None \
+                and int(n_teacher) != int(getattr(action_space, "n", n_teacher)):
+            self.action_map = torch.as_tensor(list(action_map), dtype=torch.long,
+                                              device=self.device)
+            self.source += f" (actions mapped to {list(action_map)})"
         self.obs_space, self.action_space = obs_space, action_space
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.kind = "q" if self.algo == "dqn" else "policy"
@@ -299,7 +317,7 @@ class SB3Teacher(Teacher):
             latent = policy.mlp_extractor.forward_actor(feats)
             out = policy.action_net(latent)
             if self.discrete:
-                return TeacherOutput(logits=out, features=latent)
+                return TeacherOutput(logits=self._full_space(out), features=latent)
             return TeacherOutput(mean=out, log_std=policy.log_std.expand_as(out),
                                  features=latent)
         if self.algo == "sac":
@@ -316,15 +334,24 @@ class SB3Teacher(Teacher):
         layers = qnet.q_net
         if isinstance(layers, nn.Sequential) and isinstance(layers[-1], nn.Linear):
             hidden = layers[:-1](feats)
-            return TeacherOutput(logits=layers[-1](hidden), features=hidden)
-        return TeacherOutput(logits=layers(feats))
+            return TeacherOutput(logits=self._full_space(layers[-1](hidden)), features=hidden)
+        return TeacherOutput(logits=self._full_space(layers(feats)))
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         obs = np.asarray(obs)
         if self._perm is not None:
             obs = np.transpose(obs, self._perm)
         action, _ = self.policy.predict(obs, deterministic=deterministic)
+        if self.action_map is not None:
+            return self.action_map.cpu().numpy()[np.asarray(action)]
         return np.asarray(action)
+
+    def _full_space(self, logits: Tensor) -> Tensor:
+        if self.action_map is None:
+            return logits
+        n = int(getattr(self.action_space, "n", 0))
+        full = logits.new_full((logits.shape[0], n), MASKED_LOGIT)
+        return full.index_copy(1, self.action_map, logits)
 
 
 class MtrlTeacher(Teacher):
@@ -433,13 +460,16 @@ class MtrlTeacher(Teacher):
 
 
 def load_teacher(spec: str | Path, task: str, *, obs_space: gym.Space[Any],
-                 action_space: gym.Space[Any], device: torch.device | str = "cpu") -> Teacher:
+                 action_space: gym.Space[Any], device: torch.device | str = "cpu",
+                 action_map: Sequence[int] | None = None) -> Teacher:
     """The teacher ``spec`` names for ``task``: a stable-baselines3 ``.zip``
     (:class:`SB3Teacher`) or an mtrl run directory with a ``config.yaml``
-    (:class:`MtrlTeacher`)."""
+    (:class:`MtrlTeacher`). ``action_map``: for SB3 teachers of a smaller discrete action set
+    (an Atari game's minimal set), the env action of each teacher action."""
     path = Path(spec)
     if path.is_file() and path.suffix == ".zip":
-        return SB3Teacher(path, obs_space=obs_space, action_space=action_space, device=device)
+        return SB3Teacher(path, obs_space=obs_space, action_space=action_space, device=device,
+                          action_map=action_map)
     if path.is_dir() and (path / "config.yaml").is_file():
         return MtrlTeacher(path, task, obs_space=obs_space, action_space=action_space,
                            device=device)
@@ -628,6 +658,11 @@ class Distiller:
                     f"distributions only when both agree; set the student's squash to "
                     f"{t.squashed} (or use loss='mse')"
                 )
+        mapped = [f"{k} ({t.source})" for k, t in enumerate(teachers)
+                  if getattr(t, "action_map", None) is not None]
+        if mapped and self.hp.loss == "mse":
+            raise ValueError(f"teachers {', '.join(mapped)} have fewer actions than the env: "
+                             "their missing actions have no logit to regress; use loss='kl'")
         if self.hp.feature_coef > 0:
             missing = [f"{k} ({t.source})" for k, t in enumerate(teachers)
                        if t.feature_dim is None]

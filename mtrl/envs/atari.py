@@ -69,6 +69,24 @@ def _roms_by_game() -> dict[str, str]:
     return {game_name(r): r for r in get_all_rom_ids()}
 
 
+@functools.cache
+def minimal_action_set(game: str) -> tuple[int, ...]:
+    """The game's minimal action set as indices of the full 18-action space (ALE's action
+    enum), in the order single-game envs with ``full_action_space=False`` use: action ``k`` of
+    such an env (e.g. a stable-baselines3 model trained on ``ALE/Pong-v5``) is full action
+    ``minimal_action_set(game)[k]`` here."""
+    from ale_py import ALEInterface, LoggerMode
+    from ale_py.roms import get_rom_path
+
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    path = get_rom_path(rom_id(game))
+    if path is None:
+        raise ValueError(f"ale_py has no ROM for {game!r}")
+    ale = ALEInterface()
+    ale.loadROM(path)
+    return tuple(int(a.value) for a in ale.getMinimalActionSet())
+
+
 def available_games() -> list[str]:
     """Every game whose ROM ships with the installed ale_py, as mtrl game names."""
     return sorted(_roms_by_game())
