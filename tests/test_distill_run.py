@@ -75,6 +75,13 @@ def test_distill_takes_teachers_per_task_and_from_an_mtrl_run(tmp_path, sb3_teac
                      "goal-1": str(sb3_teachers / "goal-1.zip"),
                      "goal-2": str(tmp_path / "a2c")}
     assert (run / "eval" / "teachers.json").exists()
+    # `mtrl distill --resume` continues with the run's own teachers
+    assert main(["distill", "--resume", str(run), "--total-steps", "800", "--no-progress"]) == 0
+    from mtrl.checkpoint import CheckpointManager, load_file
+
+    last = load_file(CheckpointManager(run / "checkpoints").latest().path)
+    assert last["loop"]["env_steps"] == 804  # 12 envs: 67 vector steps
+    assert main(["distill", "--resume", str(run), "--teachers", "x"]) == 2
 
 
 def test_distill_config_errors_come_before_any_env(tmp_path, capsys, monkeypatch):

@@ -398,3 +398,22 @@ def test_atari_distral_two_columns_runs_on_frames_and_reports_pi0(tmp_path):
     saved = json.loads(sorted((tmp_path / "run" / "eval").glob("*.json"))[-1].read_text())
     assert set(saved["pi0"]["tasks"]) == {"Pong", "Breakout"}
     assert "hns_median" in saved["pi0"]
+
+
+def test_distral_a2c_with_pcgrad_projects_shared_parameters_and_trains_pi0():
+    from mtrl.config import CombinerConfig
+    from mtrl.optim.combiners import make_combiner
+
+    torch.manual_seed(0)
+    agent = build_mta2c(
+        obs_shape=(2,), num_tasks=2, num_actions=3, actor_hidden=[8], critic_hidden=[8],
+        popart=False, lr=1e-2, hparams=A2CHyperparams(gamma=0.9, ent_coef=0.0),
+        combiner=make_combiner("pcgrad", CombinerConfig(diagnostics_every=1)),
+        distral=DistralHyperparams(alpha=0.5, beta=10.0, columns=2),
+    )
+    before = [p.detach().clone() for p in agent.distral.pi0.parameters()]
+    m = agent.update(_rollout_batch(agent))
+    assert all(torch.isfinite(v).all() for v in m.values())
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.distral.pi0.parameters(),
+                                                        strict=True))
+    assert "cosine" in agent.combiner_reports()["actor_critic"]
