@@ -24,7 +24,7 @@ SAC_AGENTS = ("mtsac", "distral-sac")
 DISTRAL_AGENTS = ("distral-sac", "distral-a2c")
 DISTILL_LOSSES = ("kl", "mse")
 DISTILL_DATA = ("teacher", "student", "mix")
-OPTIMIZER_NAMES = ("rmsprop", "adam")
+OPTIMIZER_NAMES = ("rmsprop", "rmsprop-tf", "adam")
 TORSO_NAMES = ("auto", "nature-cnn", "none")
 ARCH_NAMES = ("mlp", "multihead", "separate", "soft-modular", "routing", "moe")
 ROUTER_MODES = ("reinforce", "gumbel")
@@ -206,7 +206,8 @@ class AgentConfig:
     lr: float = 7e-4
     """mta2c: learning rate of its single optimizer."""
     optimizer: str = "rmsprop"
-    """mta2c: rmsprop (Mnih et al. 2016, shared statistics as in SB3) | adam."""
+    """mta2c: rmsprop (PyTorch's: mean square starts at 0) | rmsprop-tf (mean square starts at
+    1, as TensorFlow's RMSProp of the original A3C/A2C code; the Atari presets) | adam."""
     optim_eps: float = 1e-5
     """mta2c: ε of RMSprop / Adam."""
     rmsprop_alpha: float = 0.99

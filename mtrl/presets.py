@@ -245,7 +245,9 @@ def _atari_a2c(name: str, games: list[str], *, popart: bool) -> TrainConfig:
     policy head on ``[features, one_hot(game)]`` and, with PopArt, one normalized value output
     per game (Hessel et al.'s per-task value heads; β = 3e-4 as in the paper); A2C
     hyperparameters of Mnih et al. 2016 / stable-baselines3: n_steps 5, γ 0.99, n-step returns
-    (λ = 1), RMSprop lr 7e-4 α 0.99 ε 1e-5, entropy 0.01, value 0.5, gradient clip 0.5.
+    (λ = 1), RMSprop lr 7e-4 α 0.99 ε 1e-5 with TensorFlow's initialization of the mean square
+    (1, as the original implementations and SB3's ``RMSpropTFLike``), entropy 0.01, value 0.5,
+    gradient clip 0.5.
 
     ``popart=True``: unclipped rewards (the point of PopArt). ``popart=False``: rewards clipped
     to their sign, as DQN/A2C do on Atari; episode returns are logged unclipped either way.
@@ -265,7 +267,7 @@ def _atari_a2c(name: str, games: list[str], *, popart: bool) -> TrainConfig:
             n_steps=5,
             gamma=0.99,
             gae_lambda=1.0,
-            optimizer="rmsprop",
+            optimizer="rmsprop-tf",
             lr=7e-4,
             rmsprop_alpha=0.99,
             optim_eps=1e-5,

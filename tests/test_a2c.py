@@ -266,7 +266,7 @@ def test_config_errors_name_the_field():
         C.validate(cfg)
     cfg = get_preset("toy-a2c")
     cfg.agent.optimizer = "sgd"
-    with pytest.raises(C.ConfigError, match=r"agent\.optimizer='sgd'.*rmsprop, adam"):
+    with pytest.raises(C.ConfigError, match=r"agent\.optimizer='sgd'.*rmsprop, rmsprop-tf, adam"):
         C.validate(cfg)
     cfg = get_preset("toy-a2c")
     cfg.agent.name = "mtsac"
@@ -369,3 +369,40 @@ def test_atari_a2c_run_logs_returns_hns_and_popart_and_evaluates(tmp_path):
     ev = evaluate_run(str(tmp_path / "run"), episodes_per_task=1, device="cpu")
     assert list(ev.result.task_names) == ["Pong", "Breakout"]
     assert "human-normalized" in ev.to_json()["protocol"]
+
+
+def test_popart_keeps_statistics_of_a_task_without_rewards_in_the_rollout():
+    # returns that vary only through bootstrapped values carry no reward scale
+    agent = build_mta2c(obs_shape=(3,), num_tasks=2, num_actions=4, actor_hidden=[8],
+                        critic_hidden=[8], popart=True, popart_beta=0.1)
+    obs, tid = torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, 1])
+    with torch.no_grad():
+        v = agent.net.value(obs, tid)
+    g = torch.tensor([0.01, 0.02, 0.03, 1.0, 2.0, 6.0])
+    reward = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 5.0])  # task 0 scored nothing
+    agent.targets(RolloutBatch(obs, torch.zeros(6, dtype=torch.long), v, g, tid, 2, reward))
+    stats = agent.net.popart
+    assert stats.count.tolist() == [0, 1]
+    assert stats.sigma[0].item() == 1.0
+    # without the rewards (e.g. a hand-made batch) only constant returns are skipped
+    agent2 = build_mta2c(obs_shape=(3,), num_tasks=2, num_actions=4, actor_hidden=[8],
+                         critic_hidden=[8], popart=True, popart_beta=0.1)
+    agent2.targets(RolloutBatch(obs, torch.zeros(6, dtype=torch.long), v, g, tid, 2))
+    assert agent2.net.popart.count.tolist() == [1, 1]
+
+
+def test_tf_rmsprop_starts_its_mean_square_at_one_and_saves():
+    from mtrl.agents.a2c import RMSpropTF
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = RMSpropTF([p], lr=0.1, alpha=0.9, eps=0.0)
+    p.grad = torch.tensor([0.5, 3.0])
+    opt.step()
+    # v = 0.9·1 + 0.1·g²;  p ← p − lr·g/√v   (PyTorch's RMSprop would use v = 0.1·g²)
+    v = 0.9 + 0.1 * torch.tensor([0.25, 9.0])
+    torch.testing.assert_close(p.detach(), torch.tensor([1.0, -2.0]) - 0.1 * torch.tensor(
+        [0.5, 3.0]) / v.sqrt())
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = RMSpropTF([q], lr=0.1, alpha=0.9, eps=0.0)
+    opt2.load_state_dict(opt.state_dict())
+    torch.testing.assert_close(opt2.state[q]["square_avg"], v)

@@ -28,6 +28,7 @@ class RolloutBatch(NamedTuple):
     returns: torch.Tensor  # [B] λ-returns G (reward units): the value targets
     task_id: torch.Tensor  # [B] int64
     num_tasks: int
+    reward: torch.Tensor | None = None  # [B] the env's rewards (without agent bonuses)
 
     @property
     def per_task(self) -> int:
@@ -209,6 +210,7 @@ class RolloutStorage:
             returns=flat(returns),
             task_id=self._batch_task_id,
             num_tasks=self.num_tasks,
+            reward=flat(host[0]),
         )
 
     def after_update(self) -> None:
