@@ -46,21 +46,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtrl.agents.distral import (
     DistilledPolicy,
     Distral,
     DistralHyperparams,
-    categorical_kl,
-    gaussian_kl,
-    gaussian_log_prob,
     reward_bonus,
     two_column_logits,
 )
 from mtrl.data.rollout import RolloutBatch
 from mtrl.modules.actor_critic import ActorCritic
+from mtrl.modules.distributions import (
+    categorical_kl,
+    categorical_log_prob,
+    gaussian_kl,
+    gaussian_log_prob,
+)
 from mtrl.modules.popart import popart_update_
 from mtrl.modules.routing import routed_nets
 from mtrl.optim.combiners import Combiner, MeanCombiner
@@ -133,12 +135,10 @@ class MTA2C:
         """Env actions of the distilled policy π0 (Distral only)."""
         assert self.distral is not None
         obs_t = torch.as_tensor(obs, device=self.device)
-        out = self.distral.pi0(obs_t, self._task_tensor(task_id))
-        if self.discrete:
-            if deterministic:
-                return self.to_env(out.argmax(-1))
-            u = torch.rand_like(out).clamp_(1e-20, 1.0)
-            return self.to_env((out - torch.log(-torch.log(u))).argmax(-1))
+        tid = self._task_tensor(task_id)
+        out = self.distral.pi0(obs_t, tid)
+        if self.discrete:  # the task policies' categorical sampling, on π0's logits
+            return self.to_env(self.net.mode(out) if deterministic else self.net.sample(out, tid))
         mean, log_std = out
         action = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
         return self.to_env(action)
@@ -180,8 +180,7 @@ class MTA2C:
 
     def _pi0_log_prob(self, pi0_out: Any, action: torch.Tensor) -> torch.Tensor:
         if self.discrete:
-            logp = F.log_softmax(pi0_out, dim=-1)
-            return logp.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+            return categorical_log_prob(pi0_out, action)
         mean, log_std = pi0_out
         return gaussian_log_prob(action, mean, log_std)
 

@@ -46,13 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtrl.agents.distral import categorical_kl as _categorical_kl
-from mtrl.agents.distral import gaussian_kl
-from mtrl.modules.cnn import NatureCNN
+from mtrl.modules.cnn import NatureCNN, make_torso, torso_input
+from mtrl.modules.distributions import categorical_kl as _categorical_kl
+from mtrl.modules.distributions import gaussian_kl
 from mtrl.modules.nets import TaskNet, build_net
 
 DISTILL_LOSSES = ("kl", "mse")
-STUDENT_TORSOS = ("auto", "nature-cnn", "none")
 POLICY_TEMPERATURE = 1.0
 # Logit of actions a teacher does not have (minimal Atari action sets): probability 0 after any
 # temperature, finite so that 0 · log 0 terms stay 0 in the KL.
@@ -515,8 +514,6 @@ class StudentPolicy(nn.Module):
         super().__init__()
         if (num_actions is None) == (action_dim is None):
             raise ValueError("give exactly one of num_actions (discrete) or action_dim (Gaussian)")
-        if torso not in STUDENT_TORSOS:
-            raise ValueError(f"unknown torso {torso!r}; allowed: {', '.join(STUDENT_TORSOS)}")
         hidden = list(hidden)
         if not hidden:
             raise ValueError("hidden must have at least one layer (the student's features)")
@@ -527,22 +524,15 @@ class StudentPolicy(nn.Module):
         self.action_dim = action_dim
         self.squash = bool(squash)
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
-        use_cnn = torso == "nature-cnn" or (torso == "auto" and len(self.obs_shape) == 3)
-        self.torso: nn.Module
-        if use_cnn:
-            cnn = NatureCNN(self.obs_shape)
-            self.torso, feat = cnn, cnn.out_dim
-        else:
-            self.torso, feat = nn.Flatten(), int(math.prod(self.obs_shape))
-        self.uses_cnn = use_cnn
+        self.torso, feat = make_torso(self.obs_shape, torso)
         self.body: TaskNet = build_net(arch, feat, hidden[-1], num_tasks, hidden[:-1], arch_cfg)
         self.feature_dim = hidden[-1]
         out = num_actions if num_actions is not None else 2 * int(action_dim or 0)
         self.head = nn.Linear(hidden[-1], out)
 
     def features(self, obs: Tensor, task_id: Tensor, per_task: int | None = None) -> Tensor:
-        x = obs if (self.uses_cnn and obs.dtype == torch.uint8) else obs.float()
-        return torch.relu(self.body(self.torso(x), task_id, per_task))
+        x = self.torso(torso_input(self.torso, obs))
+        return torch.relu(self.body(x, task_id, per_task))
 
     def forward(self, obs: Tensor, task_id: Tensor, per_task: int | None = None
                 ) -> tuple[StudentOut, Tensor]:

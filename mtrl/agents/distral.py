@@ -39,22 +39,22 @@ the ``γ^t`` weighting of the state distribution is dropped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mtrl.modules.actor_critic import _orthogonal_init
-from mtrl.modules.cnn import NatureCNN
+from mtrl.modules.cnn import make_torso, torso_input
+from mtrl.modules.distributions import (  # noqa: F401  (part of this module's API)
+    categorical_kl,
+    gaussian_kl,
+    gaussian_log_prob,
+)
 from mtrl.modules.mlp import mlp
 from mtrl.modules.nets import build_net
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass
@@ -104,30 +104,6 @@ def two_column_logits(h: torch.Tensor, f: torch.Tensor, hp: DistralHyperparams) 
     return hp.alpha * h + hp.beta * f
 
 
-def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """``KL(p ‖ q) = Σ_a p(a) (log p(a) − log q(a))`` of two categoricals given by logits,
-    per row ``[B]``."""
-    logp = F.log_softmax(logits_p, dim=-1)
-    logq = F.log_softmax(logits_q, dim=-1)
-    return (logp.exp() * (logp - logq)).sum(-1)
-
-
-def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor,
-                log_std_q: torch.Tensor) -> torch.Tensor:
-    """``KL(N_p ‖ N_q)`` of diagonal Gaussians, summed over dimensions, ``[B]``:
-    ``Σ_d log σ_q − log σ_p + (σ_p² + (μ_p − μ_q)²) / (2 σ_q²) − ½``. It is also the KL of the
-    tanh-squashed distributions (KL is invariant under the bijection tanh)."""
-    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
-    diff = (mean_p - mean_q) * torch.exp(-log_std_q)
-    return (log_std_q - log_std_p + 0.5 * (var_ratio + diff.pow(2)) - 0.5).sum(-1)
-
-
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """``log N(x; μ, σ²)`` of a diagonal Gaussian, summed over dimensions, ``[B]``."""
-    z = (x - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
-
-
 # ------------------------------------------------------------------------------- π0
 
 
@@ -158,13 +134,7 @@ class DistilledPolicy(nn.Module):
         self.num_tasks = num_tasks
         self.action_dim = action_dim or 0
         out = num_actions if num_actions is not None else 2 * (action_dim or 0)
-        self.torso: nn.Module
-        if len(obs_shape) == 3:
-            cnn = NatureCNN(tuple(obs_shape))
-            _orthogonal_init(cnn, gain=math.sqrt(2.0))
-            self.torso, feat = cnn, cnn.out_dim
-        else:
-            self.torso, feat = nn.Flatten(), int(math.prod(obs_shape))
+        self.torso, feat = make_torso(obs_shape)
         self.task_input = task_input
         self.body: nn.Module = (build_net("mlp", feat, out, num_tasks, list(hidden), arch_cfg)
                                 if task_input else mlp(feat, list(hidden), out))
@@ -172,7 +142,7 @@ class DistilledPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor, task_id: torch.Tensor, per_task: int | None = None
                 ) -> Any:
-        x = self.torso(obs if obs.dtype == torch.uint8 else obs.float())
+        x = self.torso(torso_input(self.torso, obs))
         out = self.body(x, task_id, per_task) if self.task_input else self.body(x)
         if self.discrete:
             return out

@@ -58,8 +58,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams, gaussian_kl
+from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams
 from mtrl.data.replay import Batch
+from mtrl.modules.distributions import gaussian_kl
 from mtrl.modules.policies import TanhGaussianActor, TwinQCritic, tanh_gaussian_log_prob
 from mtrl.modules.popart import PopArtStatistics, TaskValueHead, preserve_outputs_
 from mtrl.modules.routing import RoutingNet, routed_nets

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtrl.modules.cnn import NatureCNN
+from mtrl.modules.cnn import make_torso, torso_input
+from mtrl.modules.distributions import gaussian_log_prob
 from mtrl.modules.nets import TaskNet, build_net
 from mtrl.modules.popart import PopArtHead, PopArtStatistics
 
 _HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
-TORSOS = ("auto", "nature-cnn", "none")
 
 
 class TaskLogStd(nn.Module):
@@ -75,22 +75,13 @@ class ActorCritic(nn.Module):
         super().__init__()
         if (num_actions is None) == (action_dim is None):
             raise ValueError("give exactly one of num_actions (discrete) or action_dim (Gaussian)")
-        if torso not in TORSOS:
-            raise ValueError(f"unknown torso {torso!r}; allowed: {', '.join(TORSOS)}")
         self.obs_shape = tuple(obs_shape)
         self.num_tasks = num_tasks
         self.discrete = num_actions is not None
         out = num_actions if num_actions is not None else action_dim
         assert out is not None
         self.num_outputs = out
-        use_cnn = torso == "nature-cnn" or (torso == "auto" and len(self.obs_shape) == 3)
-        self.torso: nn.Module
-        if use_cnn:
-            cnn = NatureCNN(self.obs_shape)
-            _orthogonal_init(cnn, gain=math.sqrt(2.0))
-            self.torso, feat = cnn, cnn.out_dim
-        else:
-            self.torso, feat = nn.Flatten(), int(math.prod(self.obs_shape))
+        self.torso, feat = make_torso(self.obs_shape, torso)
         self.policy: TaskNet = build_net(actor_arch, feat, out, num_tasks, list(actor_hidden),
                                          arch_cfg)
         self.log_std_net = (
@@ -113,7 +104,7 @@ class ActorCritic(nn.Module):
                                        arch_cfg)
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.torso(obs if obs.dtype == torch.uint8 else obs.float())
+        return self.torso(torso_input(self.torso, obs))
 
     def forward(
         self, obs: torch.Tensor, task_id: torch.Tensor, per_task: int | None = None
@@ -166,20 +157,9 @@ class ActorCritic(nn.Module):
             ent = -(logp.exp() * logp).sum(-1)
             return lp, ent
         log_std = self.log_std(task_id)
-        z = (action - policy_out) * torch.exp(-log_std)
-        lp = (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2.0 * math.pi)).sum(-1)
+        lp = gaussian_log_prob(action, policy_out, log_std)
         ent = (log_std + _HALF_LOG_2PI_E).sum(-1)
         return lp, ent
 
     def report(self) -> dict[str, torch.Tensor]:
         return self.policy.report()
-
-
-def _orthogonal_init(module: nn.Module, gain: float) -> None:
-    """Orthogonal weights and zero biases for conv/linear layers (Saxe et al. 2014), the usual
-    initialization of A2C's CNN (OpenAI baselines, stable-baselines3)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            nn.init.orthogonal_(m.weight, gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+TORSOS = ("auto", "nature-cnn", "none")
 
 
 class NatureCNN(nn.Module):
@@ -37,3 +42,33 @@ class NatureCNN(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
         return self.fc(self.convs(x))
+
+
+def make_torso(obs_shape: Sequence[int], torso: str = "auto") -> tuple[nn.Module, int]:
+    """The feature extractor of a policy/value network and its output size: a
+    :class:`NatureCNN` with orthogonal weights (gain √2, zero biases, as OpenAI baselines and
+    stable-baselines3 initialize A2C's CNN; Saxe et al. 2014) for ``[C, H, W]`` observations
+    (``auto``) or when asked (``nature-cnn``); otherwise ``nn.Flatten`` (``none``)."""
+    if torso not in TORSOS:
+        raise ValueError(f"unknown torso {torso!r}; allowed: {', '.join(TORSOS)}")
+    shape = tuple(int(d) for d in obs_shape)
+    if torso == "nature-cnn" or (torso == "auto" and len(shape) == 3):
+        cnn = NatureCNN(shape)
+        orthogonal_init(cnn, gain=math.sqrt(2.0))
+        return cnn, cnn.out_dim
+    return nn.Flatten(), int(math.prod(shape))
+
+
+def torso_input(torso: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """``obs`` as ``torso`` takes it: uint8 frames stay uint8 for a :class:`NatureCNN` (it
+    scales them), everything else becomes float32."""
+    return obs if isinstance(torso, NatureCNN) and obs.dtype == torch.uint8 else obs.float()
+
+
+def orthogonal_init(module: nn.Module, gain: float) -> None:
+    """Orthogonal weights and zero biases for conv/linear layers (Saxe et al. 2014)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.orthogonal_(m.weight, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

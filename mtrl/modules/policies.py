@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtrl.modules.distributions import gaussian_log_prob
 from mtrl.modules.nets import TaskNet, build_net
 from mtrl.modules.popart import PopArtStatistics, TaskValueHead
 
 _LOG_2 = math.log(2.0)
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def tanh_gaussian_log_prob(
@@ -25,8 +25,7 @@ def tanh_gaussian_log_prob(
     Eq. 21): log π(a|s) = log μ(u|s) − Σᵢ log(1 − tanh²(uᵢ)), with the stable identity
     log(1 − tanh²(u)) = 2·(log 2 − u − softplus(−2u)).
     """
-    z = (u - mean) * torch.exp(-log_std)
-    log_mu = (-0.5 * z.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
+    log_mu = gaussian_log_prob(u, mean, log_std)
     log_det = (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
     return log_mu - log_det
 
