@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,23 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0
+
+
+def paired_median(fn_a: Callable[[], Any], fn_b: Callable[[], Any], device: torch.device,
+                  rounds: int, warmup: int = 5) -> tuple[float, float, float]:
+    """``(median of time_a / time_b over rounds, median ms of a, median ms of b)``, the two
+    timed alternately (order flipped every round) so that machine drift cancels."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    ta: list[float] = []
+    tb: list[float] = []
+    for r in range(rounds):
+        pair = [(ta, fn_a), (tb, fn_b)]
+        for acc, fn in pair if r % 2 == 0 else pair[::-1]:
+            acc.append(timed(fn, device))
+    ratio = statistics.median(a / b for a, b in zip(ta, tb, strict=True))
+    return ratio, 1e3 * statistics.median(ta), 1e3 * statistics.median(tb)
 
 
 def random_batch(num_tasks: int, per_task: int, obs_dim: int, action_dim: int,

@@ -16,9 +16,9 @@ Python loop over 50 ``nn.Linear`` heads each applied to its task's slice (goal �
 ``separate_stacked_vs_loop_mt10`` / ``_mt50``: forward + backward of one 39 → 400 → 400 → 8 MLP
 per task (the ``separate`` architecture of Distral's task policies; 128 samples per task):
 mtrl's stacked ``[T, in, out]`` layers divided by a Python loop over ``T`` ``nn.Sequential``
-MLPs each on its task's slice. Measured on 2 CPU cores: 1.09-1.13 at T = 10 and T = 50 (batched
-matmuls of 400 × 400 layers run ~10% slower than separate GEMMs there; unlike the small heads
-above, the loop's Python overhead is negligible at these sizes). Not measured on a GPU.
+MLPs each on its task's slice. Measured on 2 CPU cores over several runs: 0.87-1.23 at T = 10,
+1.02-1.13 at T = 50, i.e. no consistent gain or loss (unlike the small heads above, the loop's
+Python overhead is negligible next to 400 × 400 matmuls). Not measured on a GPU.
 
     python benchmarks/arch_speed.py --json runs/bench/arch_speed.json [--device auto]
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import pick_device, random_batch, timed
+from _common import paired_median, pick_device, random_batch, timed
 from torch import nn
 
 from mtrl.agents import MTSAC, build_agent
@@ -104,19 +104,11 @@ def heads_ratio(device: torch.device, rounds: int) -> dict[str, Any]:
         outs = [head(x[k * PER_TASK:(k + 1) * PER_TASK]) for k, head in enumerate(loop)]
         torch.cat(outs).square().sum().backward()
 
-    for _ in range(5):
-        run_stacked()
-        run_loop()
-    ts, tl = [], []
-    for r in range(rounds):
-        pair = [(ts, run_stacked), (tl, run_loop)]
-        for acc, fn in pair if r % 2 == 0 else pair[::-1]:
-            acc.append(timed(fn, device))
+    ratio, ms_stacked, ms_loop = paired_median(run_stacked, run_loop, device, rounds)
     return {
-        "multihead_stacked_vs_loop_mt50": statistics.median(
-            a / b for a, b in zip(ts, tl, strict=True)),
-        "multihead_stacked_ms_mt50": 1e3 * statistics.median(ts),
-        "multihead_loop_ms_mt50": 1e3 * statistics.median(tl),
+        "multihead_stacked_vs_loop_mt50": ratio,
+        "multihead_stacked_ms_mt50": ms_stacked,
+        "multihead_loop_ms_mt50": ms_loop,
     }
 
 
@@ -137,19 +129,11 @@ def separate_ratio(device: torch.device, rounds: int, num_tasks: int = 10) -> di
         outs = [net(x[k * PER_TASK:(k + 1) * PER_TASK]) for k, net in enumerate(loop)]
         torch.cat(outs).square().sum().backward()
 
-    for _ in range(5):
-        run_stacked()
-        run_loop()
-    ts, tl = [], []
-    for r in range(rounds):
-        pair = [(ts, run_stacked), (tl, run_loop)]
-        for acc, fn in pair if r % 2 == 0 else pair[::-1]:
-            acc.append(timed(fn, device))
+    ratio, ms_stacked, ms_loop = paired_median(run_stacked, run_loop, device, rounds)
     return {
-        f"separate_stacked_vs_loop_{tag}": statistics.median(
-            a / b for a, b in zip(ts, tl, strict=True)),
-        f"separate_stacked_ms_{tag}": 1e3 * statistics.median(ts),
-        f"separate_loop_ms_{tag}": 1e3 * statistics.median(tl),
+        f"separate_stacked_vs_loop_{tag}": ratio,
+        f"separate_stacked_ms_{tag}": ms_stacked,
+        f"separate_loop_ms_{tag}": ms_loop,
     }
 
 

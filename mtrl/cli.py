@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mtrl import config as C
@@ -252,7 +254,10 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
     return 1 if failed else 0
 
 
-def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
+def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],
+              prepare: Callable[[C.TrainConfig], C.TrainConfig] | None = None) -> int:
+    """Train a preset or resume a run; ``prepare`` turns a new run's preset config into what
+    is trained (``mtrl distill``), before the overrides."""
     from mtrl.presets import get_preset
     from mtrl.runner import check_resume_compatible, load_run_config, train
 
@@ -278,6 +283,8 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int
         if not args.preset:
             raise CLIError("name a preset (see `mtrl presets`) or pass --resume RUN_DIR")
         cfg = get_preset(args.preset)
+        if prepare is not None:
+            cfg = prepare(cfg)
         _apply_common(cfg, args, overrides)
         if args.run_dir:
             cfg.run_dir = args.run_dir
@@ -286,6 +293,11 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int
         result = train(cfg, cfg.run_dir)
     if result.final_eval is not None:
         print(result.final_eval.table())
+        teachers = Path(result.run_dir) / "eval" / "teachers.json"
+        if teachers.exists():  # distillation: the reference the student is measured against
+            ref = json.loads(teachers.read_text())
+            print(f"teachers (same protocol): success {ref['success_mean']:.3f}, "
+                  f"return {ref['return_mean']:.2f}")
     print(f"run directory: {result.run_dir}  (env steps {result.env_steps}, "
           f"last checkpoint {result.last_checkpoint})")
     return 0
@@ -309,9 +321,6 @@ def to_distill_config(cfg: C.TrainConfig) -> C.TrainConfig:
 
 
 def cmd_distill(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
-    from mtrl.presets import get_preset
-    from mtrl.runner import train
-
     if args.resume:
         if args.teacher or args.teachers:
             raise CLIError("--resume continues with the run's own teachers; drop --teacher(s)")
@@ -319,34 +328,20 @@ def cmd_distill(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> i
     if not args.preset:
         raise CLIError("name a preset (toy-distill, or any preset whose env and actor "
                        "architecture the student takes) or pass --resume RUN_DIR")
-    cfg = get_preset(args.preset)
-    was = cfg.agent.name
-    cfg = to_distill_config(cfg)
-    if was != "distill":
-        print(f"note: distilling into {args.preset}'s env and actor ({cfg.agent.actor_arch}, "
-              f"hidden {cfg.agent.actor_hidden}); its agent {was!r} is replaced by 'distill'",
-              file=sys.stderr)
-    _apply_common(cfg, args, overrides)
     specs = [*args.teacher, *([args.teachers] if args.teachers else [])]
-    if specs:
-        cfg.agent.distill_teachers = specs
-    if args.run_dir:
-        cfg.run_dir = args.run_dir
-    C.validate(cfg)
-    _shorten_warmup(cfg, overrides)
-    result = train(cfg, cfg.run_dir)
-    if result.final_eval is not None:
-        print(result.final_eval.table())
-        teachers = Path(result.run_dir) / "eval" / "teachers.json"
-        if teachers.exists():
-            import json
 
-            ref = json.loads(teachers.read_text())
-            print(f"teachers (same protocol): success {ref['success_mean']:.3f}, "
-                  f"return {ref['return_mean']:.2f}")
-    print(f"run directory: {result.run_dir}  (env steps {result.env_steps}, "
-          f"last checkpoint {result.last_checkpoint})")
-    return 0
+    def prepare(cfg: C.TrainConfig) -> C.TrainConfig:
+        was = cfg.agent.name
+        cfg = to_distill_config(cfg)
+        if was != "distill":
+            print(f"note: distilling into {args.preset}'s env and actor "
+                  f"({cfg.agent.actor_arch}, hidden {cfg.agent.actor_hidden}); its agent "
+                  f"{was!r} is replaced by 'distill'", file=sys.stderr)
+        if specs:
+            cfg.agent.distill_teachers = specs
+        return cfg
+
+    return cmd_train(args, overrides, prepare)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -372,7 +367,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_table(args: argparse.Namespace) -> None:
-    from mtrl.evaluation import evaluate_run
+    from mtrl.evaluation import POLICY_TITLES, evaluate_run
     from mtrl.logging import write_json
 
     ev = evaluate_run(
@@ -387,8 +382,6 @@ def _eval_table(args: argparse.Namespace) -> None:
         print("\ntask policies πi (the policies that act in training):")
     print(ev.result.table())
     for name, res in ev.extra.items():
-        from mtrl.evaluation import POLICY_TITLES
-
         print(f"\n{POLICY_TITLES.get(name, name)}:")
         print(res.table())
     if args.json:

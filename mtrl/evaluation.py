@@ -194,22 +194,21 @@ class RunEvaluation:
             "checkpoint": self.checkpoint,
             "step": self.step,
             "episodes_per_task": self.episodes_per_task,
-            "success_mean": self.result.success_mean,
-            "return_mean": self.result.return_mean,
-            **({"hns_median": self.result.hns_median, "hns_mean": self.result.hns_mean}
-               if self.result.hns else {}),
-            "tasks": self.result.tasks_dict(),
+            **_summary(self.result),
             "protocol": self.protocol or PROTOCOL.format(n=self.episodes_per_task),
         }
-        for name, res in self.extra.items():
-            pol: dict[str, Any] = {
-                "success_mean": res.success_mean,
-                "return_mean": res.return_mean,
-                **({"hns_median": res.hns_median, "hns_mean": res.hns_mean} if res.hns else {}),
-                "tasks": res.tasks_dict(),
-            }
-            out[name] = pol
+        out.update({name: _summary(res) for name, res in self.extra.items()})
         return out
+
+
+def _summary(res: EvalResult) -> dict[str, Any]:
+    """Means over tasks (and HNS for Atari) and the per-task table of one evaluation."""
+    return {
+        "success_mean": res.success_mean,
+        "return_mean": res.return_mean,
+        **({"hns_median": res.hns_median, "hns_mean": res.hns_mean} if res.hns else {}),
+        "tasks": res.tasks_dict(),
+    }
 
 
 def load_policy(run_dir: str, checkpoint: str | None, device: str, env: MultiTaskVectorEnv

@@ -198,10 +198,10 @@ class Trainer:
         act_space = self.env.single_action_space
         self.on_policy = cfg.agent.name in C.ON_POLICY_AGENTS
         if obs_space.shape is None or (
-            not self.on_policy and cfg.agent.name != "distill"
-            and not isinstance(act_space, gym.spaces.Box)
+            cfg.agent.name in C.SAC_AGENTS and not isinstance(act_space, gym.spaces.Box)
         ):
-            raise ConfigError(f"env.name={cfg.env.name!r} has non-Box actions; mtsac needs Box")
+            raise ConfigError(f"env.name={cfg.env.name!r} has non-Box actions; "
+                              f"{cfg.agent.name} needs Box")
         self.obs_shape = tuple(obs_space.shape)
         self.action_dim = int(np.prod(act_space.shape or ()))
         self.num_tasks = len(self.task_names)
@@ -564,13 +564,7 @@ class Trainer:
                           self.cfg.eval.episodes_per_task,
                           seed=derive_seed(self.cfg.seed, "eval"),
                           deterministic=self.cfg.eval.deterministic)
-        for t in self.task_names:
-            if self.has_success:
-                logger.scalar(f"eval/teacher/success/{t}", result.success[t], 0)
-            logger.scalar(f"eval/teacher/return/{t}", result.returns[t], 0)
-        if self.has_success:
-            logger.scalar("eval/teacher/success_mean", result.success_mean, 0)
-        logger.scalar("eval/teacher/return_mean", result.return_mean, 0)
+        self._log_eval(logger, "eval/teacher", result, 0)
         out = RunEvaluation(result, str(self.run_dir), None, 0, self.cfg.eval.episodes_per_task,
                             self._protocol()).to_json()
         out["teachers"] = self.teacher_specs
@@ -695,19 +689,9 @@ class Trainer:
                  for name, actor in extra_policies(self.agent).items()}
         self.agent.train()
         step = self.env_steps
-        for prefix, res in [("eval", result)] + [(f"eval/{k}", r) for k, r in extra.items()]:
-            for t in self.task_names:
-                if self.has_success:
-                    logger.scalar(f"{prefix}/success/{t}", res.success[t], step)
-                logger.scalar(f"{prefix}/return/{t}", res.returns[t], step)
-                if res.hns:
-                    logger.scalar(f"{prefix}/hns/{t}", res.hns[t], step)
-            if self.has_success:
-                logger.scalar(f"{prefix}/success_mean", res.success_mean, step)
-            logger.scalar(f"{prefix}/return_mean", res.return_mean, step)
-            if res.hns:
-                logger.scalar(f"{prefix}/hns_median", res.hns_median, step)
-                logger.scalar(f"{prefix}/hns_mean", res.hns_mean, step)
+        self._log_eval(logger, "eval", result, step)
+        for name, res in extra.items():
+            self._log_eval(logger, f"eval/{name}", res, step)
         logger.flush()
         self.last_eval = result
         self.best_eval = max(self.best_eval or 0.0, result.success_mean)
@@ -717,6 +701,21 @@ class Trainer:
                           self.cfg.eval.episodes_per_task, self._protocol(), extra).to_json(),
         )
         return result
+
+    def _log_eval(self, logger: RunLogger, prefix: str, res: EvalResult, step: int) -> None:
+        """``<prefix>/success|return|hns/<task>`` and their means / median over tasks."""
+        for t in self.task_names:
+            if self.has_success:
+                logger.scalar(f"{prefix}/success/{t}", res.success[t], step)
+            logger.scalar(f"{prefix}/return/{t}", res.returns[t], step)
+            if res.hns:
+                logger.scalar(f"{prefix}/hns/{t}", res.hns[t], step)
+        if self.has_success:
+            logger.scalar(f"{prefix}/success_mean", res.success_mean, step)
+        logger.scalar(f"{prefix}/return_mean", res.return_mean, step)
+        if res.hns:
+            logger.scalar(f"{prefix}/hns_median", res.hns_median, step)
+            logger.scalar(f"{prefix}/hns_mean", res.hns_mean, step)
 
     def _protocol(self) -> str:
         return protocol_text(self.cfg.eval.episodes_per_task,

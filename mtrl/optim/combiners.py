@@ -78,27 +78,25 @@ class GradientCombiner:
         lam = self.loss_weights(task_losses)
         if self.tracker.armed:
             tg = self.tracker.compute(task_losses, params, weights=lam)
-            if not tg.shared and self.needs_task_grads:
+            if tg.shared:
+                gram = tg.gram()
+                if self._diagnostics_due():
+                    self._cosine = cosine_matrix(gram.detach())
+                    self._conflict = conflict_fraction(gram.detach())
+                mix = self.mix(tg, gram)
+                if mix is None:
+                    mix = torch.ones(num_tasks, device=gram.device, dtype=gram.dtype)
+                tg.apply(mix / num_tasks, 1.0 / num_tasks)
+                self.after_backward(task_losses.detach(), gram.detach())
+            elif self.needs_task_grads:
                 raise ValueError(f"the {self.name} combiner balances gradients of shared "
                                  "parameters, and this network has none (one network per task)")
-            if not tg.shared:
-                # No shared parameter (e.g. one network per task): tasks cannot interfere,
-                # there is nothing to project or to diagnose.
+            else:
+                # No shared parameter (one network per task): tasks cannot interfere, there
+                # is nothing to project or to diagnose.
                 ones = torch.ones(num_tasks, device=task_losses.device)
                 tg.apply(ones / num_tasks, 1.0 / num_tasks)
                 self.after_backward(task_losses.detach(), None)
-                self.steps += 1
-                self._arm()
-                return
-            gram = tg.gram()
-            if self._diagnostics_due():
-                self._cosine = cosine_matrix(gram.detach())
-                self._conflict = conflict_fraction(gram.detach())
-            mix = self.mix(tg, gram)
-            if mix is None:
-                mix = torch.ones(num_tasks, device=gram.device, dtype=gram.dtype)
-            tg.apply(mix / num_tasks, 1.0 / num_tasks)
-            self.after_backward(task_losses.detach(), gram.detach())
         else:
             self.tracker.clear()
             weighted = task_losses if lam is None else lam * task_losses
