@@ -5,7 +5,7 @@
 
 Writes ``<out>/goal-<k>.zip`` (one model per task) and ``<out>/teachers.json``, then prints
 each teacher's deterministic success on its own task (an episode succeeds if ``success`` is 1
-at any step). The zips are teachers for :func:`mtrl.agents.distill.load_teacher`.
+at any step). The zips are teachers for :func:`mtrl.teachers.load_teacher`.
 Needs stable-baselines3 (``pip install "mtrl[sb3]"``).
 """
 

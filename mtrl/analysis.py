@@ -83,13 +83,12 @@ def latest_eval(run_dir: Path) -> dict[str, Any]:
 
 def load_run(run_dir: str | Path, method: str | None = None) -> RunScores:
     """Scores and comparability facts of one run directory."""
-    from mtrl.runner import load_run_config
+    from mtrl.rundir import RunDir
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = RunDir(run_dir).config()
     ev = latest_eval(run_dir)
-    meta_path = run_dir / "metadata.json"
-    metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    metadata = RunDir(run_dir).metadata()
     bench = metadata.get("benchmark", {})
     num_tasks = len(ev["tasks"])
     return RunScores(

@@ -259,7 +259,8 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],
     """Train a preset or resume a run; ``prepare`` turns a new run's preset config into what
     is trained (``mtrl distill``), before the overrides."""
     from mtrl.presets import get_preset
-    from mtrl.runner import check_resume_compatible, load_run_config, train
+    from mtrl.rundir import RunDir
+    from mtrl.runner import train
 
     if args.checkpoint and not args.resume:
         raise CLIError("--checkpoint is only used together with --resume RUN_DIR")
@@ -267,7 +268,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],
         run_dir = Path(args.resume)
         if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
             raise CLIError("--run-dir and --resume name different directories; drop --run-dir")
-        saved = load_run_config(run_dir)
+        saved = RunDir(run_dir).config()
         if args.preset:
             cfg = get_preset(args.preset)
             cfg.seed = saved.seed if args.seed is None else cfg.seed
@@ -276,7 +277,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],
         _apply_common(cfg, args, overrides)
         cfg.run_dir = str(run_dir)
         C.validate(cfg)
-        check_resume_compatible(saved, cfg, run_dir)
+        RunDir(run_dir).check_resume_compatible(saved, cfg)
         result = train(cfg, run_dir, resume=True,
                        checkpoint=Path(args.checkpoint) if args.checkpoint else None)
     else:
@@ -436,7 +437,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from mtrl.checkpoint import CheckpointError
-    from mtrl.runner import NonFiniteLossError, ResumeError
+    from mtrl.rundir import ResumeError
+    from mtrl.runner import NonFiniteLossError
 
     parser = _build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

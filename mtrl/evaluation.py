@@ -215,37 +215,12 @@ def load_policy(run_dir: str, checkpoint: str | None, device: str, env: MultiTas
                 ) -> tuple[Any, Path, dict[str, Any]]:
     """The agent of a run directory with the weights of ``checkpoint`` (default: the latest),
     in eval mode, for ``env``; also the checkpoint path and its loaded state."""
-    from mtrl.agents import build_agent
-    from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
-    from mtrl.runner import ResumeError, load_run_config, resolve_device
+    from mtrl.rundir import RunDir
 
-    cfg = load_run_config(Path(run_dir))
-    if checkpoint is None:
-        info = CheckpointManager(Path(run_dir) / "checkpoints").latest()
-        if info is None:
-            raise ResumeError(f"{run_dir} has no checkpoint to evaluate")
-        ckpt_path = info.path
-    else:
-        ckpt_path = Path(checkpoint)
-    state = load_file(ckpt_path)
-    if list(state.get("task_names", [])) != list(env.task_names):
-        raise ResumeError(f"{ckpt_path} was trained on other tasks than {run_dir}/config.yaml")
-    agent = build_agent(
-        cfg.agent,
-        obs_space=env.single_observation_space,
-        action_space=env.single_action_space,
-        num_tasks=env.num_tasks,
-        device=resolve_device(device),
-    )
-    try:
-        agent.load_state_dict(state["agent"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise CheckpointError(
-            f"checkpoint {ckpt_path} does not fit the networks that {run_dir}/config.yaml "
-            f"describes: {' '.join(str(e).split())[:300]}"
-        ) from e
-    agent.eval()
-    return agent, ckpt_path, state
+    agent, ckpt = RunDir(run_dir).load_agent(
+        obs_space=env.single_observation_space, action_space=env.single_action_space,
+        task_names=list(env.task_names), device=device, checkpoint=checkpoint)
+    return agent, ckpt.path, ckpt.state
 
 
 def evaluate_run(
@@ -258,10 +233,10 @@ def evaluate_run(
     """Evaluate a saved policy of a run directory (latest checkpoint unless one is given)."""
     from mtrl import config as C
     from mtrl.envs import make_env
-    from mtrl.runner import load_run_config
+    from mtrl.rundir import RunDir
     from mtrl.seeding import derive_seed, seed_everything
 
-    cfg = load_run_config(Path(run_dir))
+    cfg = RunDir(run_dir).config()
     C.validate(cfg)
     n = episodes_per_task if episodes_per_task is not None else cfg.eval.episodes_per_task
     if n <= 0:

@@ -67,14 +67,14 @@ def plot_runs(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mtrl.runner import load_run_config
+    from mtrl.rundir import RunDir
 
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
     prefix, ylabel = METRICS[metric]
     groups: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
     for i, rd in enumerate(run_dirs):
-        name = methods[i] if methods else (load_run_config(Path(rd)).preset or Path(rd).name)
+        name = methods[i] if methods else (RunDir(rd).config().preset or Path(rd).name)
         data = read_scalars(rd, prefix)
         if not data:
             raise ValueError(f"{rd} has no '{prefix}/<task>' curves in its event files")

@@ -31,7 +31,7 @@ import torch
 
 from mtrl import config as C
 from mtrl.agents import MTA2C, MTSAC, Distiller, build_agent
-from mtrl.checkpoint import CheckpointError, CheckpointManager, load_file
+from mtrl.checkpoint import CheckpointError, CheckpointManager
 from mtrl.collect import Transitions, VectorCollector
 from mtrl.config import ConfigError, TrainConfig
 from mtrl.data.replay import Batch, MultiTaskReplayBuffer
@@ -46,23 +46,18 @@ from mtrl.evaluation import (
     protocol_text,
 )
 from mtrl.logging import RunLogger, collect_metadata, flatten, tile_matrices, write_json
+from mtrl.rundir import (  # noqa: F401  (re-exported: the loop's errors and resume checks)
+    ResumeError,
+    RunDir,
+    check_resume_compatible,
+    load_run_config,
+    resolve_device,
+)
 from mtrl.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the run stopped without saving the bad state."""
-
-
-class ResumeError(RuntimeError):
-    """``--resume`` of a missing or incompatible run."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but CUDA is not available; allowed here: auto, cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -78,33 +73,6 @@ class TrainResult:
 def default_run_dir(cfg: TrainConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.preset or cfg.env.name}-s{cfg.seed}-{stamp}"
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not Path(run_dir).is_dir():
-        raise ResumeError(f"run directory {run_dir} does not exist")
-    if not path.exists():
-        raise ResumeError(f"{run_dir} is not an mtrl run directory: {path.name} is missing")
-    try:
-        return C.load_yaml(path.read_text())
-    except ConfigError as e:
-        raise ResumeError(f"{path} is not a valid mtrl config: {e}") from e
-
-
-def check_resume_compatible(saved: TrainConfig, requested: TrainConfig, run_dir: Path) -> None:
-    """Refuse to resume a run with a config that changes its task set, networks or algorithm."""
-    bad = {
-        k: v for k, v in C.diff(saved, requested).items()
-        if k not in C.RESUMABLE_FIELDS and k != "preset"
-    }
-    if bad:
-        lines = [f"  {k}: run has {a!r}, requested {b!r}" for k, (a, b) in sorted(bad.items())]
-        raise ResumeError(
-            f"cannot resume {run_dir} with a different configuration:\n" + "\n".join(lines)
-            + "\nResume with `mtrl train --resume RUN_DIR` alone (optionally --total-steps), or "
-            "start a new run with --run-dir."
-        )
 
 
 class _Metrics:
@@ -268,7 +236,7 @@ class Trainer:
                 raise
 
     def _attach_teachers(self, obs_space: gym.Space[Any], act_space: gym.Space[Any]) -> None:
-        from mtrl.agents.distill import load_teacher
+        from mtrl.teachers import load_teacher
 
         assert isinstance(self.agent, Distiller)
         teachers = []
@@ -291,29 +259,14 @@ class Trainer:
     def _read_resume(
         self, checkpoint: Path | None
     ) -> tuple[dict[str, Any], Path | None, Path]:
-        if not self.run_dir.is_dir():
-            raise ResumeError(f"run directory {self.run_dir} does not exist")
-        if checkpoint is None:
-            info = self.ckpts.latest()
-            if info is None:
-                raise ResumeError(f"{self.run_dir} has no complete checkpoint to resume from")
-            checkpoint = info.path
         try:
-            state = load_file(checkpoint)
+            ckpt = RunDir(self.run_dir).load_checkpoint(checkpoint)
         except CheckpointError as e:
-            others = [c.path for c in self.ckpts.list() if c.path != Path(checkpoint)]
-            hint = f"; an earlier checkpoint is {others[-1]} (--checkpoint PATH)" if others else ""
-            raise ResumeError(f"{e}{hint}") from e
-        replay = None
-        manifest = load_manifest_safe(checkpoint)
-        rname = manifest.get("replay_file") if manifest else None
-        if rname:
-            replay = Path(checkpoint).parent / rname
-            if not replay.exists():
-                print(f"warning: replay buffer {replay} is gone (only the newest checkpoint keeps "
-                      "one); resuming with an empty buffer", file=sys.stderr)
-                replay = None
-        return state, replay, Path(checkpoint)
+            raise ResumeError(str(e)) from e
+        if ckpt.replay_missing is not None:
+            print(f"warning: replay buffer {ckpt.replay_missing} is gone (only the newest "
+                  "checkpoint keeps one); resuming with an empty buffer", file=sys.stderr)
+        return ckpt.state, ckpt.replay_path, ckpt.path
 
     def _restore(self, state: dict[str, Any], replay: Path | None) -> None:
         try:
@@ -781,15 +734,6 @@ def _check_teacher_paths(cfg: TrainConfig, tasks: list[str]) -> dict[str, str]:
 
 def _crossed(prev: int, now: int, every: int) -> bool:
     return every > 0 and prev // every != now // every
-
-
-def load_manifest_safe(path: Path) -> dict[str, Any] | None:
-    from mtrl.checkpoint import read_manifest
-
-    try:
-        return read_manifest(Path(path))
-    except CheckpointError:
-        return None
 
 
 def train(

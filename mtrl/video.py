@@ -66,9 +66,9 @@ def record_videos(
     """Record one episode per task; returns ``{task: {"path", "frames", "steps", "success"}}``."""
     if every < 1:
         raise ValueError(f"every={every} must be >= 1")
-    from mtrl.runner import load_run_config
+    from mtrl.rundir import RunDir
 
-    cfg = load_run_config(Path(run_dir))
+    cfg = RunDir(run_dir).config()
     if cfg.env.name in ("mt10", "mt25", "mt50", "metaworld"):
         select_mujoco_gl()
     from PIL import Image

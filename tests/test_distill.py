@@ -16,8 +16,6 @@ from torch import nn
 from mtrl.agents.distill import (
     Distiller,
     DistillHyperparams,
-    MtrlTeacher,
-    SB3Teacher,
     StudentPolicy,
     TaskRegressors,
     Teacher,
@@ -26,9 +24,9 @@ from mtrl.agents.distill import (
     categorical_kl,
     feature_regression_loss,
     gaussian_kl,
-    load_teacher,
 )
 from mtrl.envs.toy import PointReachTaskEnv, PointReachVectorEnv
+from mtrl.teachers import MtrlTeacher, SB3Teacher, load_teacher
 
 sb3 = pytest.importorskip("stable_baselines3")
 

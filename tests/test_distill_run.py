@@ -136,10 +136,10 @@ def test_atari_distill_maps_minimal_action_sets_and_keeps_uint8_states(tmp_path)
     import torch
     from stable_baselines3 import PPO
 
-    from mtrl.agents.distill import MASKED_LOGIT, load_teacher
     from mtrl.data.states import StateBuffer
     from mtrl.envs.atari import minimal_action_set
     from mtrl.runner import Trainer
+    from mtrl.teachers import MASKED_LOGIT, load_teacher
 
     pong = minimal_action_set("Pong")
     breakout = minimal_action_set("Breakout")

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtrl.agents.base import PolicyOutput
 from mtrl.agents.distral import (
     DistilledPolicy,
     Distral,
@@ -57,6 +58,7 @@ from mtrl.agents.distral import (
 )
 from mtrl.data.rollout import RolloutBatch
 from mtrl.modules.actor_critic import ActorCritic
+from mtrl.modules.cnn import NatureCNN
 from mtrl.modules.distributions import (
     categorical_kl,
     categorical_log_prob,
@@ -192,6 +194,30 @@ class MTA2C:
         mean0, log_std0 = pi0_out
         return gaussian_kl(policy_out.detach(), self.net.log_std(task_id).detach(),
                            mean0, log_std0)
+
+    # What a distillation teacher reads (mtrl.teachers.MtrlTeacher): logits, or an unsquashed
+    # Gaussian; the CNN torso's output as features when there is one.
+    policy_squashed = False
+
+    @property
+    def policy_feature_dim(self) -> int | None:
+        torso = self.net.torso
+        return torso.out_dim if isinstance(torso, NatureCNN) else None
+
+    @torch.no_grad()
+    def policy_output(self, obs: torch.Tensor, task_id: torch.Tensor) -> PolicyOutput:
+        """The task policies' logits (or Gaussian mean and log-std) for device tensors, with
+        Distral's two columns composed with π0's logits."""
+        h = self.net.features(obs)
+        policy_out = self._task_policy(self.net.policy(h, task_id), obs, task_id, None)
+        features = h if self.policy_feature_dim is not None else None
+        if self.discrete:
+            return PolicyOutput(logits=policy_out, features=features)
+        return PolicyOutput(mean=policy_out, log_std=self.net.log_std(task_id), features=features)
+
+    def policy_modules(self) -> list[nn.Module]:
+        """The modules ``act`` uses (frozen when the agent serves as a teacher)."""
+        return [self.net] + ([self.distral.pi0] if self.distral is not None else [])
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:

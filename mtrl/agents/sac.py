@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtrl.agents.base import PolicyOutput
 from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams
 from mtrl.data.replay import Batch
 from mtrl.modules.distributions import gaussian_kl
@@ -160,6 +161,20 @@ class MTSAC:
         mean, log_std = self.distral.pi0(obs_t, self._task_tensor(task_id))
         u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u).cpu().numpy()
+
+    # What a distillation teacher reads (mtrl.teachers.MtrlTeacher): a tanh-squashed Gaussian.
+    policy_squashed = True
+    policy_feature_dim: int | None = None
+
+    @torch.no_grad()
+    def policy_output(self, obs: torch.Tensor, task_id: torch.Tensor) -> PolicyOutput:
+        """The pre-tanh Gaussian ``(mean, log_std)`` of the task policies for device tensors."""
+        mean, log_std = self.actor(obs.reshape(obs.shape[0], -1).float(), task_id)
+        return PolicyOutput(mean=mean, log_std=log_std)
+
+    def policy_modules(self) -> list[nn.Module]:
+        """The modules ``act`` uses (frozen when the agent serves as a teacher)."""
+        return [self.actor] + ([self.distral.pi0] if self.distral is not None else [])
 
     def _entropy_coef(self) -> torch.Tensor:
         """Per-task weight of ``−log πi`` in the soft value: α_k, or with Distral τ_k."""
