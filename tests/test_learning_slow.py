@@ -113,3 +113,23 @@ def test_atari6_a2c_popart_returns_rise(tmp_path):
 
     out = run_check(tmp_path / "run", total_steps=1_500_000, device="cpu")
     assert out["passed"], out["games"]
+
+
+@pytest.mark.slow
+def test_mtsac_learns_drawer_close_like_stable_baselines3(tmp_path):
+    """~20 minutes on 2 CPU cores: `mt10-mtsac` on the single task drawer-close-v3 with the
+    settings of benchmarks/sac_vs_sb3_learning.py (batch 256, 2k random warm-up steps), 20k env
+    steps, seeds 0-2, 10 evaluation episodes each. SAC on this task fails on about one seed in
+    seven at 20k steps, in mtrl and in stable-baselines3 alike (measured over seeds 0-6: mean
+    success 0.84 on both sides; mtrl's seed 0 stalls at 0.1, SB3's seed 2 at 0.4), so the check
+    is on the median of three seeds."""
+    import statistics
+
+    successes = []
+    for seed in (0, 1, 2):
+        successes.append(_train_eval(
+            tmp_path, "mt10-mtsac", seed, env__name="metaworld",
+            env__tasks=["drawer-close-v3"], agent__batch_size=256, total_steps=20_000,
+            warmup_steps=2_000, eval__every=0, eval__episodes_per_task=10,
+            checkpoint__every=0))
+    assert statistics.median(successes) >= 0.8, successes
