@@ -51,14 +51,11 @@ class Actor(Protocol):
 
 
 def extra_policies(agent: Any) -> dict[str, Actor]:
-    """Policies of an agent that are evaluated besides the one it trains with: Distral's
-    distilled policy π0 (``"pi0"``). The agent's own ``act`` (Distral: the task policies πi)
-    is always the main result."""
-    if getattr(agent, "distral", None) is None:
-        return {}
-    from mtrl.agents.distral import Pi0Actor
-
-    return {"pi0": Pi0Actor(agent)}
+    """Policies of an agent that are evaluated besides the one it trains with (its
+    ``extra_policies()``: Distral's distilled policy π0 as ``"pi0"``). The agent's own ``act``
+    (Distral: the task policies πi) is always the main result."""
+    extra = getattr(agent, "extra_policies", None)
+    return dict(extra()) if extra is not None else {}
 
 
 POLICY_TITLES = {"pi0": "distilled policy π0 (Distral)"}
@@ -161,11 +158,10 @@ def evaluate(
 
     names = [env.task_names[k] for k in task_ids]
     hns: dict[str, float] = {}
-    if env.benchmark.get("name") == "atari":
-        from mtrl.envs.atari_scores import human_normalized_score
-
-        hns = {names[i]: human_normalized_score(names[i], float(np.mean(rets[i])))
-               for i in range(n)}
+    for i in range(n):
+        score = env.normalized_score(names[i], float(np.mean(rets[i])))
+        if score is not None:
+            hns[names[i]] = score
     return EvalResult(
         task_names=list(env.task_names),
         success={names[i]: float(np.mean(succ[i])) for i in range(n)},

@@ -1,17 +1,13 @@
-"""The training loop: collect → update → log → evaluate → checkpoint.
+"""The training loop: collect → update → log → evaluate → checkpoint, the same for every agent.
 
 :func:`train` runs a config into a run directory (or resumes one). The loop owns no algorithm:
-it steps a :class:`~mtrl.envs.MultiTaskVectorEnv` and calls ``agent.update`` on task-stratified
-batches, and handles logging, evaluation, checkpoints, Ctrl-C and non-finite losses. One
-iteration of the loop is
-
-* off-policy agents (mtsac): one vector-env step into the replay buffer, then
-  ``updates_per_step`` updates on sampled batches (after the warm-up);
-* on-policy agents (mta2c): one rollout of ``agent.n_steps`` vector-env steps into the
-  device-resident :class:`~mtrl.data.rollout.RolloutStorage`, then one update on it.
-
-Logging, evaluation and checkpoints happen between iterations, when the env-step counter
-crosses their period.
+it asks the agent's data path (:mod:`mtrl.agents.base`) to iterate on a collector
+(:mod:`mtrl.collect`) until the budget of env steps is spent, and between iterations logs,
+evaluates and checkpoints when the env-step counter crosses their periods, handles Ctrl-C /
+SIGTERM (checkpoint, then stop) and stops on non-finite losses without saving them. What an
+iteration is (one vector step and ``updates_per_step`` updates for the off-policy agents, one
+rollout and one update for the on-policy ones), which policy acts and what is stored belong to
+the agent's data path.
 """
 
 from __future__ import annotations
@@ -25,18 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from mtrl import config as C
-from mtrl.agents import MTA2C, MTSAC, Distiller, build_agent
+from mtrl.agents import build_agent, build_data_path, preflight
+from mtrl.agents.base import Iteration, NonFiniteActionError
 from mtrl.checkpoint import CheckpointError, CheckpointManager
-from mtrl.collect import Transitions, VectorCollector
+from mtrl.collect import Collector, VectorCollector
 from mtrl.config import ConfigError, TrainConfig
-from mtrl.data.replay import Batch, MultiTaskReplayBuffer
-from mtrl.data.rollout import RolloutStorage
-from mtrl.data.states import StateBuffer
 from mtrl.envs import MultiTaskVectorEnv, make_env
 from mtrl.evaluation import (
     EvalResult,
@@ -121,15 +114,17 @@ class _Metrics:
 
 
 class Trainer:
-    """Builds everything a config describes and runs the loop. Use :func:`train`."""
+    """Builds everything a config describes (or takes a ``collector``) and runs the loop.
+    Use :func:`train`."""
 
     def __init__(
         self,
         cfg: TrainConfig,
-        run_dir: Path,
+        run_dir: Path | str,
         *,
         resume: bool = False,
         checkpoint: Path | None = None,
+        collector: Collector | None = None,
     ) -> None:
         C.validate(cfg)
         self.cfg = cfg
@@ -142,118 +137,60 @@ class Trainer:
         replay_path: Path | None = None
         self.resumed_from: Path | None = None
         if resume:
-            resume_state, replay_path, resumed = self._read_resume(checkpoint)
-            self.resumed_from = resumed
-        else:
-            if self.ckpts.latest() is not None or (self.run_dir / "config.yaml").exists():
-                raise ResumeError(
-                    f"run directory {self.run_dir} already holds a run; resume it with "
-                    f"`mtrl train --resume {self.run_dir}` or choose another --run-dir"
-                )
-            self.resumed_from = None
+            resume_state, replay_path, self.resumed_from = self._read_resume(checkpoint)
+        elif RunDir(self.run_dir).holds_run():
+            raise ResumeError(
+                f"run directory {self.run_dir} already holds a run; resume it with "
+                f"`mtrl train --resume {self.run_dir}` or choose another --run-dir"
+            )
 
         seed_everything(cfg.seed)
         self.task_names = C.task_names(cfg.env)
-        self.teacher_specs: dict[str, str] = {}
-        if cfg.agent.name == "distill":
-            self.teacher_specs = _check_teacher_paths(cfg, self.task_names)
-        self.env: MultiTaskVectorEnv = make_env(cfg.env, seed=cfg.seed)
-        self.collector = VectorCollector(self.env)
+        preflight(cfg, self.task_names)  # files the run reads (teachers), before any env
+        self.collector: Collector = (collector if collector is not None
+                                     else VectorCollector(make_env(cfg.env, seed=cfg.seed)))
         self.eval_env: MultiTaskVectorEnv | None = None
-        if cfg.eval.every > 0 or cfg.eval.final:
-            self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
-        obs_space = self.env.single_observation_space
-        act_space = self.env.single_action_space
-        self.on_policy = cfg.agent.name in C.ON_POLICY_AGENTS
-        if obs_space.shape is None or (
-            cfg.agent.name in C.SAC_AGENTS and not isinstance(act_space, gym.spaces.Box)
-        ):
-            raise ConfigError(f"env.name={cfg.env.name!r} has non-Box actions; "
-                              f"{cfg.agent.name} needs Box")
-        self.obs_shape = tuple(obs_space.shape)
-        self.action_dim = int(np.prod(act_space.shape or ()))
-        self.num_tasks = len(self.task_names)
-        self.num_envs = self.env.num_envs
-        # Atari-style benchmarks have no success flag: log returns (and human-normalized
-        # scores) instead of success rates.
-        self.has_success = bool(self.env.benchmark.get("has_success", True))
-        self.is_atari = self.env.benchmark.get("name") == "atari"
-
-        self.agent = build_agent(
-            cfg.agent,
-            obs_space=obs_space,
-            action_space=act_space,
-            num_tasks=self.num_tasks,
-            device=self.device,
-        )
-        if isinstance(self.agent, Distiller):
-            self._attach_teachers(obs_space, act_space)
-        self.buffer: MultiTaskReplayBuffer | StateBuffer | None = None
-        self.storage: RolloutStorage | None = None
-        if self.on_policy:
-            discrete = isinstance(act_space, gym.spaces.Discrete)
-            self.storage = RolloutStorage(
-                cfg.agent.n_steps,
-                self.env.task_ids,
-                self.obs_shape,
-                obs_dtype=torch.uint8 if obs_space.dtype == np.uint8 else torch.float32,
-                action_shape=() if discrete else (self.action_dim,),
-                discrete=discrete,
-                device=self.device,
-            )
-        elif isinstance(self.agent, Distiller):
-            # Distillation keeps states only, in the env's dtype (uint8 Atari frames).
-            self.buffer = StateBuffer(
-                self.num_tasks,
-                cfg.replay.capacity,
-                self.obs_shape,
-                obs_dtype=torch.uint8 if obs_space.dtype == np.uint8 else torch.float32,
-                device=self.device,
-                seed=derive_seed(cfg.seed, "replay"),
-            )
-        else:
-            self.buffer = MultiTaskReplayBuffer(
-                self.num_tasks,
-                cfg.replay.capacity,
-                self.obs_shape,
-                self.action_dim,
-                device=self.device,
-                seed=derive_seed(cfg.seed, "replay"),
-            )
-        self.last_returns = np.full(self.num_tasks, np.nan)
-        self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, "warmup"))
-        self.vec_step = 0
-        self.updates = 0
-        self.episodes = 0
-        self.best_eval: float | None = None
-        self.last_eval: EvalResult | None = None
-        self.train_success = np.full(self.num_tasks, np.nan)
-        if resume_state is not None:
-            try:
-                self._restore(resume_state, replay_path)
-            except BaseException:
-                self.close()
-                raise
-
-    def _attach_teachers(self, obs_space: gym.Space[Any], act_space: gym.Space[Any]) -> None:
-        from mtrl.teachers import load_teacher
-
-        assert isinstance(self.agent, Distiller)
-        teachers = []
         try:
-            for t in self.task_names:
-                amap = None
-                if self.env.benchmark.get("name") == "atari":
-                    from mtrl.envs.atari import minimal_action_set
-
-                    amap = minimal_action_set(t)
-                teachers.append(load_teacher(self.teacher_specs[t], t, obs_space=obs_space,
-                                             action_space=act_space, device=self.device,
-                                             action_map=amap))
-            self.agent.set_teachers(teachers)
-        except (ValueError, ImportError) as e:
+            if cfg.eval.every > 0 or cfg.eval.final:
+                self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
+            self.spec = self.collector.spec
+            if list(self.spec.task_names) != list(self.task_names):
+                raise ConfigError(f"the collector's tasks {self.spec.task_names} are not the "
+                                  f"config's {self.task_names}")
+            act_space = self.spec.action_space
+            self.num_tasks = len(self.task_names)
+            self.num_envs = self.collector.num_envs
+            # Benchmarks without a success flag (Atari) log returns and normalized scores.
+            self.has_success = self.spec.has_success
+            try:
+                self.agent = build_agent(cfg.agent, obs_space=self.spec.obs_space,
+                                         action_space=act_space, num_tasks=self.num_tasks,
+                                         device=self.device)
+            except ValueError as e:  # e.g. a continuous-action agent on discrete actions
+                raise ConfigError(f"agent.name={cfg.agent.name!r} on env.name="
+                                  f"{cfg.env.name!r}: {e}") from e
+            self.path = build_data_path(self.agent, cfg, self.spec, self.device)
+            self.last_returns = np.full(self.num_tasks, np.nan)
+            self.vec_step = 0
+            self.updates = 0
+            self.episodes = 0
+            self.last_eval: EvalResult | None = None
+            self.train_success = np.full(self.num_tasks, np.nan)
+            if resume_state is not None:
+                self._restore(resume_state, replay_path)
+        except BaseException:
             self.close()
-            raise ConfigError(f"agent.distill_teachers: {e}") from e
+            raise
+
+    @property
+    def env(self) -> MultiTaskVectorEnv | None:
+        """The training env of an in-process collector (None for other collectors)."""
+        return getattr(self.collector, "env", None)
+
+    @property
+    def buffer(self) -> Any:
+        """The agent's replay or state buffer (None for on-policy agents)."""
+        return getattr(self.path, "buffer", None)
 
     # ------------------------------------------------------------------ resume
     def _read_resume(
@@ -276,17 +213,21 @@ class Trainer:
                 f"checkpoint {self.resumed_from} does not fit this run's networks: "
                 f"{' '.join(str(e).split())[:300]}"
             ) from e
-        if replay is not None and self.buffer is not None:
+        if replay is not None and self.path.storage_writer() is not None:
             try:
-                self.buffer.load(replay)
+                self.path.load_storage(replay)
             except ValueError as e:
                 raise ResumeError(f"replay buffer of {self.resumed_from}: {e}") from e
         loop = state["loop"]
         self.vec_step = int(loop["vec_step"])
         self.updates = int(loop["updates"])
         self.episodes = int(loop["episodes"])
-        self.best_eval = loop.get("best_eval")
-        self.warmup_rng.bit_generator.state = state["warmup_rng"]
+        # The data path's state (behaviour RNG); checkpoints of mtrl <= 0.1 kept it at the top.
+        path_state = state.get("data_path")
+        if path_state is None and "warmup_rng" in state:
+            path_state = {"warmup_rng": state["warmup_rng"]}
+        if path_state:
+            self.path.load_state_dict(path_state)
         set_rng_state(state["rng"])
         if state.get("collector") is not None:
             self.collector.load_state_dict(state["collector"])
@@ -299,22 +240,20 @@ class Trainer:
             collector_state = self.collector.state_dict()
         except Exception as e:  # e.g. async workers already gone after Ctrl-C
             print(f"warning: env state not saved ({e})", file=sys.stderr)
-        state: dict[str, Any] = {
+        return {
             "agent": self.agent.state_dict(),
             "loop": {
                 "vec_step": self.vec_step,
                 "env_steps": self.env_steps,
                 "updates": self.updates,
                 "episodes": self.episodes,
-                "best_eval": self.best_eval,
             },
-            "warmup_rng": self.warmup_rng.bit_generator.state,
+            "data_path": self.path.state_dict(),
             "rng": rng_state(),
             "collector": collector_state,
             "config": C.to_dict(self.cfg),
             "task_names": list(self.task_names),
         }
-        return state
 
     @property
     def env_steps(self) -> int:
@@ -325,16 +264,10 @@ class Trainer:
         bad = metrics.nonfinite()
         if bad is not None:
             self._raise_nonfinite(*bad)
-        replay = (self.buffer.save
-                  if self.buffer is not None and self.cfg.replay.save_with_checkpoint else None)
-        return self.ckpts.save(self.env_steps, self._train_state(), replay)
+        return self.ckpts.save(self.env_steps, self._train_state(), self.path.storage_writer())
 
     def _raise_nonfinite(self, key: str, update: int) -> None:
-        if self.on_policy:
-            step = (update + 1) * self.cfg.agent.n_steps * self.num_envs
-        else:
-            warm = max(1, math.ceil(self.cfg.warmup_steps / self.num_envs))
-            step = (warm + update // self.cfg.updates_per_step) * self.num_envs
+        step = self.path.env_steps_at_update(update)
         last = self.ckpts.latest()
         where = f"the last good checkpoint is {last.path}" if last else "no checkpoint was saved"
         raise NonFiniteLossError(
@@ -359,8 +292,8 @@ class Trainer:
         if not self.resume:
             logger.text("config", "```\n" + C.dump_yaml(cfg) + "\n```")
             logger.hparams(flatten(C.to_dict(cfg)), ["eval/success_mean", "train/success_mean"])
-            if isinstance(self.agent, Distiller) and self.eval_env is not None:
-                self._evaluate_teachers(logger)
+            if self.eval_env is not None:
+                self._evaluate_references(logger)
         metrics = _Metrics(self.device)
 
         stop: dict[str, Any] = {"signal": None}
@@ -378,12 +311,8 @@ class Trainer:
                 old_handlers[s] = signal.signal(s, _on_signal)
 
         total_vec = math.ceil(cfg.total_steps / self.num_envs)
-        warm_vec = math.ceil(cfg.warmup_steps / self.num_envs)
-        per_task = cfg.agent.batch_size // self.num_tasks
-        collector = self.collector
-        task_ids = collector.task_ids
-        if collector.obs is None:
-            collector.reset(seed=cfg.seed)
+        if not self.collector.started:
+            self.collector.reset(seed=cfg.seed)
 
         from tqdm import tqdm
 
@@ -400,10 +329,12 @@ class Trainer:
         try:
             while self.vec_step < total_vec and stop["signal"] is None:
                 prev = self.env_steps
-                if self.on_policy:
-                    self._rollout_and_update(logger, metrics, bar)
-                else:
-                    self._off_policy_step(logger, metrics, bar, warm_vec, per_task, task_ids)
+                try:
+                    it = self.path.iterate(self.collector, self.vec_step)
+                except NonFiniteActionError:
+                    self._raise_nonfinite(*(metrics.nonfinite() or ("actor_output",
+                                                                      self.updates)))
+                self._account(it, logger, metrics, bar)
 
                 env_steps = self.env_steps
                 if _crossed(prev, env_steps, cfg.log.every) or self.vec_step >= total_vec:
@@ -455,105 +386,36 @@ class Trainer:
         return TrainResult(self.run_dir, self.env_steps, self.updates, interrupted, last_ckpt,
                            final_eval)
 
-    def _off_policy_step(self, logger: RunLogger, metrics: _Metrics, bar: Any, warm_vec: int,
-                         per_task: int, task_ids: np.ndarray) -> None:
-        """One vector-env step into the replay buffer, then ``updates_per_step`` updates."""
-        collector, buffer, agent = self.collector, self.buffer, self.agent
-        assert buffer is not None and isinstance(agent, MTSAC | Distiller)
-        if isinstance(agent, Distiller):
-            assert collector.obs is not None
-            action = self._distill_action(agent, collector.obs, task_ids)
-        elif self.vec_step < warm_vec:
-            action = self.warmup_rng.uniform(-1.0, 1.0, (self.num_envs, self.action_dim))
-            action = action.astype(np.float32)
-        else:
-            assert collector.obs is not None
-            action = agent.act(collector.obs, task_ids)
-            if not np.isfinite(action).all():
-                bad = metrics.nonfinite()
-                self._raise_nonfinite(*(bad or ("actor_output", self.updates)))
-        tr = collector.step(action)
-        if isinstance(buffer, StateBuffer):
-            buffer.add(tr.obs, tr.task_id)
-        else:
-            buffer.add(tr.obs, tr.action, tr.reward, tr.next_obs, tr.terminated, tr.task_id)
-        self.vec_step += 1
-        bar.update(self.num_envs)
-        if tr.episode is not None:
-            self._log_episodes(logger, tr)
-        if self.vec_step >= warm_vec:
-            for _ in range(self.cfg.updates_per_step):
-                batch = buffer.sample(per_task)
-                if isinstance(agent, Distiller):
-                    metrics.add(agent.update(batch))
-                else:
-                    assert isinstance(batch, Batch)
-                    metrics.add(agent.update(batch))
-                self.updates += 1
+    def _account(self, it: Iteration, logger: RunLogger, metrics: _Metrics, bar: Any) -> None:
+        """Count an iteration's env steps and updates, and log its finished episodes at the
+        env step at which each ended."""
+        tr = it.transitions
+        ep = tr.episodes
+        start = self.vec_step
+        if len(ep):
+            for t in np.unique(ep.step):
+                rows = np.flatnonzero(ep.step == t)
+                self._log_episodes(logger, ep.task_id[rows], ep.ret[rows], ep.success[rows],
+                                   (start + int(t) + 1) * self.num_envs)
+        self.vec_step = start + tr.num_steps
+        bar.update(tr.num_steps * self.num_envs)
+        for m in it.metrics:
+            metrics.add(m)
+            self.updates += 1
 
-    def _distill_action(self, agent: Distiller, obs: np.ndarray, task_ids: np.ndarray
-                        ) -> np.ndarray:
-        """Who acts while distilling (``agent.distill_data``): the teachers, the student
-        (DAgger: the teachers label the student's own states), or per env and step the teacher
-        with probability ``distill_teacher_prob``. The warm-up steps are collected the same way."""
-        mode = self.cfg.agent.distill_data
-        if mode == "teacher":
-            return agent.teacher_act(obs, task_ids)
-        if mode == "student":
-            return agent.act(obs, task_ids)
-        use_teacher = self.warmup_rng.random(self.num_envs) < self.cfg.agent.distill_teacher_prob
-        student = agent.act(obs, task_ids)
-        if not use_teacher.any():
-            return student
-        teacher = agent.teacher_act(obs, task_ids)
-        mask = use_teacher.reshape(-1, *([1] * (student.ndim - 1)))
-        return np.where(mask, teacher, student).astype(student.dtype)
-
-    def _evaluate_teachers(self, logger: RunLogger) -> None:
-        """Distillation: the teachers under the same protocol, once (``eval/teacher/...`` at
-        step 0 and ``eval/teachers.json``), the reference the student is compared with."""
-        assert self.eval_env is not None and isinstance(self.agent, Distiller)
-        result = evaluate(_TeacherActor(self.agent), self.eval_env,
-                          self.cfg.eval.episodes_per_task,
-                          seed=derive_seed(self.cfg.seed, "eval"),
-                          deterministic=self.cfg.eval.deterministic)
-        self._log_eval(logger, "eval/teacher", result, 0)
-        out = RunEvaluation(result, str(self.run_dir), None, 0, self.cfg.eval.episodes_per_task,
-                            self._protocol()).to_json()
-        out["teachers"] = self.teacher_specs
-        write_json(self.run_dir / "eval" / "teachers.json", out)
-
-    def _rollout_and_update(self, logger: RunLogger, metrics: _Metrics, bar: Any) -> None:
-        """One rollout of ``n_steps`` vector steps with the current policy, then one update.
-        Observations go to the device once each (into their storage slot, which the policy
-        reads); actions come back once per step; rewards and flags once per rollout."""
-        storage, collector, agent = self.storage, self.collector, self.agent
-        assert storage is not None and isinstance(agent, MTA2C)
-        if not storage.started:
-            assert collector.obs is not None
-            storage.start(collector.obs)
-        tid = storage.task_id
-        for _ in range(storage.num_steps):
-            action, value, bonus = agent.step(storage.current_obs(), tid)
-            tr = collector.step(agent.to_env(action))
-            assert collector.obs is not None
-            storage.add(action, value, tr.reward, tr.terminated, tr.truncated, collector.obs,
-                        bonus)
-            cut = tr.truncated & ~tr.terminated
-            if cut.any():
-                # Bootstrap from the real last observation of episodes cut by a time limit.
-                idx = np.flatnonzero(cut)
-                obs = torch.as_tensor(tr.next_obs[idx], device=self.device)
-                storage.set_truncation_value(cut, agent.value(obs, tid[idx]))
-            self.vec_step += 1
-            bar.update(self.num_envs)
-            if tr.episode is not None:
-                self._log_episodes(logger, tr)
-        last_value = agent.value(storage.current_obs(), tid)
-        batch = storage.batch(last_value, self.cfg.agent.gamma, self.cfg.agent.gae_lambda)
-        metrics.add(agent.update(batch))
-        self.updates += 1
-        storage.after_update()
+    def _evaluate_references(self, logger: RunLogger) -> None:
+        """The agent's reference policies (distillation: the teachers), once, under the same
+        protocol: ``eval/<name>/...`` at step 0 and ``eval/<name>s.json``."""
+        assert self.eval_env is not None
+        for name, ref in self.path.references().items():
+            result = evaluate(ref.actor, self.eval_env, self.cfg.eval.episodes_per_task,
+                              seed=derive_seed(self.cfg.seed, "eval"),
+                              deterministic=self.cfg.eval.deterministic)
+            self._log_eval(logger, f"eval/{name}", result, 0)
+            out = RunEvaluation(result, str(self.run_dir), None, 0,
+                                self.cfg.eval.episodes_per_task, self._protocol()).to_json()
+            out.update(ref.info)
+            write_json(self.run_dir / "eval" / f"{name}s.json", out)
 
     def _log_architectures(self, logger: RunLogger, step: int) -> None:
         """Routing / expert weights per task (``router/<net>/...``): images of the per-task
@@ -603,30 +465,26 @@ class Trainer:
             out["train_success"] = f"{np.nanmean(self.train_success):.2f}"
         return out
 
-    def _log_episodes(self, logger: RunLogger, tr: Transitions) -> None:
-        ep, done = tr.episode, tr.episode_mask
-        assert ep is not None and done is not None
-        if self.is_atari:
-            from mtrl.envs.atari_scores import human_normalized_score
-        step = self.env_steps
-        for i in np.flatnonzero(done):
-            k = int(tr.task_id[i])
-            name = self.task_names[k]
-            ret = float(ep["return"][i])
+    def _log_episodes(self, logger: RunLogger, task_ids: np.ndarray, returns: np.ndarray,
+                      successes: np.ndarray, step: int) -> None:
+        """Episodes that ended on one vector step, logged at env step ``step``."""
+        score_fn = self.spec.score_fn
+        for k, ret, success in zip(task_ids, returns, successes, strict=True):
+            name = self.task_names[int(k)]
+            ret = float(ret)
             logger.scalar(f"train/episode_return/{name}", ret, step)
-            self.last_returns[k] = ret
+            self.last_returns[int(k)] = ret
             if self.has_success:
-                logger.scalar(f"train/success/{name}", float(ep["success"][i]), step)
-                self.train_success[k] = float(ep["success"][i])
-            if self.is_atari:
-                logger.scalar(f"train/hns/{name}", human_normalized_score(name, ret), step)
+                logger.scalar(f"train/success/{name}", float(success), step)
+                self.train_success[int(k)] = float(success)
+            if score_fn is not None:
+                logger.scalar(f"train/hns/{name}", score_fn(name, ret), step)
             self.episodes += 1
         if self.has_success and not np.isnan(self.train_success).any():
             logger.scalar("train/success_mean", float(np.mean(self.train_success)), step)
-        if self.is_atari and not np.isnan(self.last_returns).any():
-            # Median / mean human-normalized score over games of each game's latest episode.
-            hns = [human_normalized_score(t, r)
-                   for t, r in zip(self.task_names, self.last_returns, strict=True)]
+        if score_fn is not None and not np.isnan(self.last_returns).any():
+            # Median / mean normalized score over tasks of each task's latest episode.
+            hns = [score_fn(t, r) for t, r in zip(self.task_names, self.last_returns, strict=True)]
             logger.scalar("train/hns_median", float(np.median(hns)), step)
             logger.scalar("train/hns_mean", float(np.mean(hns)), step)
 
@@ -636,7 +494,7 @@ class Trainer:
         seed = derive_seed(self.cfg.seed, "eval")
         result = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes_per_task,
                           seed=seed, deterministic=self.cfg.eval.deterministic)
-        # Distral: π0 on the same episodes (same seed), logged as eval/pi0/...
+        # Other policies of the agent (Distral's π0) on the same episodes, as eval/<name>/...
         extra = {name: evaluate(actor, self.eval_env, self.cfg.eval.episodes_per_task,
                                 seed=seed, deterministic=self.cfg.eval.deterministic)
                  for name, actor in extra_policies(self.agent).items()}
@@ -647,7 +505,6 @@ class Trainer:
             self._log_eval(logger, f"eval/{name}", res, step)
         logger.flush()
         self.last_eval = result
-        self.best_eval = max(self.best_eval or 0.0, result.success_mean)
         write_json(
             self.run_dir / "eval" / f"step_{step:012d}.json",
             RunEvaluation(result, str(self.run_dir), None, step,
@@ -694,42 +551,18 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", C.dump_yaml(self.cfg))
         else:
             atomic_write_text(self.run_dir / "config.yaml", C.dump_yaml(self.cfg))
-            meta = collect_metadata(self.cfg.seed, str(self.device), self.env.benchmark)
+            meta = collect_metadata(self.cfg.seed, str(self.device), self.spec.benchmark)
             meta["task_names"] = self.task_names
             meta["evaluation_protocol"] = self._protocol()
         write_json(meta_path, meta)
 
     def close(self) -> None:
-        self.collector.close()
-        if self.eval_env is not None:
+        collector = getattr(self, "collector", None)
+        if collector is not None:
+            collector.close()
+        if getattr(self, "eval_env", None) is not None:
+            assert self.eval_env is not None
             self.eval_env.close()
-
-
-class _TeacherActor:
-    """Acts with a distiller's teachers (each env by its task's teacher)."""
-
-    def __init__(self, agent: Distiller) -> None:
-        self.agent = agent
-
-    def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False
-            ) -> np.ndarray:
-        return self.agent.teacher_act(obs, task_id, deterministic)
-
-
-def _check_teacher_paths(cfg: TrainConfig, tasks: list[str]) -> dict[str, str]:
-    """``{task: path}`` of a distillation config, every path checked to exist (before any
-    environment is built)."""
-    specs = C.parse_teacher_specs(list(cfg.agent.distill_teachers), tasks)
-    for t, p in specs.items():
-        if not Path(p).exists():
-            hint = ""
-            if cfg.preset == "toy-distill":
-                hint = ("; train SB3 teachers for it with `python experiments/"
-                        "train_sb3_teachers.py --discrete --num-tasks "
-                        f"{len(tasks)} --out runs/toy-teachers`")
-            raise ConfigError(f"agent.distill_teachers: the teacher of task {t!r}, {p}, does "
-                              f"not exist{hint}")
-    return specs
 
 
 def _crossed(prev: int, now: int, every: int) -> bool:
@@ -742,10 +575,14 @@ def train(
     *,
     resume: bool = False,
     checkpoint: Path | None = None,
+    collector: Collector | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` into ``run_dir`` (default ``runs/<preset>-s<seed>-<time>``), or resume it."""
+    """Train ``cfg`` into ``run_dir`` (default ``runs/<preset>-s<seed>-<time>``), or resume it.
+    ``collector``: collect with this instead of an in-process vector env built from
+    ``cfg.env`` (its tasks must be the config's)."""
     run_dir = Path(run_dir) if run_dir is not None else (
         Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     )
     cfg.run_dir = str(run_dir)
-    return Trainer(cfg, run_dir, resume=resume, checkpoint=checkpoint).run()
+    return Trainer(cfg, run_dir, resume=resume, checkpoint=checkpoint,
+                   collector=collector).run()

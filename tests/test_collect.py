@@ -54,3 +54,81 @@ def test_transitions_chain_and_carry_true_next_obs_across_resets():
     # after the time limit: next_obs is the last obs of the old episode, col.obs a new start
     assert not np.allclose(tr.next_obs, col.obs)
     assert np.abs(col.obs).max() <= 0.1
+
+
+class _RecordedCollector:
+    """A second collector implementation: replays transitions recorded from a real env, in a
+    loop, whatever the policy does (the policy is still asked, as a real collector would)."""
+
+    def __init__(self, env: MultiTaskVectorEnv, steps: int) -> None:
+        from mtrl.collect import EnvSpec
+
+        self._spec = EnvSpec.of(env)
+        rec = VectorCollector(env)
+        rec.reset(seed=0)
+        rng = np.random.default_rng(1)
+        n = env.num_envs
+        self.steps = [rec.step(rng.uniform(-1, 1, (n, 2)).astype(np.float32))
+                      for _ in range(steps)]
+        env.close()
+        self.cursor = 0
+        self.asked = 0
+        self._started = False
+        self.closed = False
+
+    spec = property(lambda self: self._spec)
+    task_ids = property(lambda self: self._spec.task_ids)
+    num_envs = property(lambda self: self._spec.num_envs)
+    started = property(lambda self: self._started)
+
+    def reset(self, seed=None):
+        self._started = True
+
+    def collect(self, policy, n):
+        from mtrl.collect import Transitions
+
+        chunk = []
+        for _ in range(n):
+            s = self.steps[self.cursor % len(self.steps)]
+            policy.act(s.obs, s.task_id)
+            self.asked += 1
+            chunk.append(s)
+            self.cursor += 1
+        return Transitions.from_steps(chunk)
+
+    def state_dict(self):
+        return {"cursor": self.cursor}
+
+    def load_state_dict(self, state):
+        self.cursor = int(state["cursor"])
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_loop_runs_unchanged_with_another_collector(tmp_path):
+    import torch
+    from conftest import tiny_toy_config
+
+    from mtrl.runner import Trainer
+
+    cfg = tiny_toy_config(total_steps=400, warmup_steps=80, checkpoint__every=0)
+    env = make_toy_env(cfg.env.num_tasks, envs_per_task=cfg.env.envs_per_task,
+                       max_episode_steps=cfg.env.max_episode_steps, seed=cfg.seed)
+    collector = _RecordedCollector(env, steps=30)
+    trainer = Trainer(cfg, tmp_path / "run", collector=collector)
+    before = [p.detach().clone() for p in trainer.agent.actor.parameters()]
+    result = trainer.run()
+    n = collector.num_envs
+    assert result.env_steps == 400 and collector.asked == 400 // n
+    # one update per vector step from the last warm-up step on, on the recorded data
+    assert result.updates == 400 // n - 80 // n + 1
+    assert collector.closed
+    buf = trainer.buffer
+    first = collector.steps[0]
+    k = int(first.task_id[0])
+    torch.testing.assert_close(buf.obs[k, 0], torch.as_tensor(first.obs[0]))
+    torch.testing.assert_close(buf.next_obs[k, 0], torch.as_tensor(first.next_obs[0]))
+    after = list(trainer.agent.actor.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert any((tmp_path / "run" / "checkpoints").glob("ckpt_*.pt"))

@@ -1,4 +1,8 @@
-"""Agents: losses + optimizers + target networks. :func:`build_agent` turns a config into one."""
+"""Agents: losses, optimizers, target networks, and their data paths.
+
+:func:`build_agent` turns an agent config into an agent (all that evaluation needs);
+:func:`build_data_path` adds what training needs: its storage, its behaviour policy and its
+update schedule (:mod:`mtrl.agents.offpolicy`, :mod:`mtrl.agents.onpolicy`)."""
 
 from __future__ import annotations
 
@@ -8,23 +12,36 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from mtrl import config as C
 from mtrl.agents.a2c import MTA2C, A2CHyperparams, build_mta2c
-from mtrl.agents.distill import Distiller, DistillHyperparams, build_distiller
+from mtrl.agents.base import DataPath, EnvSpec, Reference
+from mtrl.agents.distill import (
+    DistillBehaviour,
+    Distiller,
+    DistillHyperparams,
+    TeacherActor,
+    build_distiller,
+)
 from mtrl.agents.distral import DistralHyperparams, Pi0Actor
+from mtrl.agents.offpolicy import ReplayDataPath, UniformWarmup, store_states, store_transitions
+from mtrl.agents.onpolicy import RolloutDataPath
 from mtrl.agents.sac import MTSAC, SACHyperparams, build_mtsac
-from mtrl.config import AgentConfig
+from mtrl.config import AgentConfig, ConfigError, TrainConfig
 from mtrl.optim.combiners import make_combiner
 
 __all__ = [
     "MTA2C",
     "MTSAC",
     "A2CHyperparams",
+    "DataPath",
     "DistillHyperparams",
     "Distiller",
     "DistralHyperparams",
+    "EnvSpec",
     "Pi0Actor",
     "SACHyperparams",
     "build_agent",
+    "build_data_path",
     "build_mta2c",
     "build_mtsac",
 ]
@@ -170,3 +187,82 @@ def _build_distiller(cfg: AgentConfig, obs_space: gym.Space[Any], action_space: 
         ),
         device=device,
     )
+
+
+# ------------------------------------------------------------------------------------------
+# Data paths: what each agent learns from and how
+
+
+def preflight(cfg: TrainConfig, task_names: list[str]) -> dict[str, str]:
+    """Checks of files a training run of ``cfg`` reads, done before any env is built.
+    Distillation: every teacher path exists; returns ``{task: teacher path}`` ({} otherwise)."""
+    if cfg.agent.name != "distill":
+        return {}
+    from pathlib import Path
+
+    specs = C.parse_teacher_specs(list(cfg.agent.distill_teachers), task_names)
+    for t, p in specs.items():
+        if not Path(p).exists():
+            hint = ""
+            if cfg.preset == "toy-distill":
+                hint = ("; train SB3 teachers for it with `python experiments/"
+                        "train_sb3_teachers.py --discrete --num-tasks "
+                        f"{len(task_names)} --out runs/toy-teachers`")
+            raise ConfigError(f"agent.distill_teachers: the teacher of task {t!r}, {p}, does "
+                              f"not exist{hint}")
+    return specs
+
+
+def build_data_path(agent: Agent, cfg: TrainConfig, env: EnvSpec, device: torch.device
+                    ) -> DataPath:
+    """The data path of a training run: storage, behaviour policy and update schedule of
+    ``agent`` as ``cfg`` describes them, for envs described by ``env``."""
+    from mtrl.data.replay import MultiTaskReplayBuffer
+    from mtrl.data.rollout import RolloutStorage
+    from mtrl.data.states import StateBuffer
+    from mtrl.seeding import derive_seed
+
+    per_task = cfg.agent.batch_size // env.num_tasks
+    if isinstance(agent, MTA2C):
+        storage = RolloutStorage(
+            cfg.agent.n_steps, env.task_ids, env.obs_shape, obs_dtype=env.obs_dtype,
+            action_shape=() if env.discrete else (env.action_dim,), discrete=env.discrete,
+            device=device,
+        )
+        return RolloutDataPath(agent, storage, gamma=cfg.agent.gamma,
+                               gae_lambda=cfg.agent.gae_lambda)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "warmup"))
+    common = {"num_envs": env.num_envs, "warmup_steps": cfg.warmup_steps,
+              "updates_per_step": cfg.updates_per_step, "per_task": per_task, "rng": rng,
+              "save_with_checkpoint": cfg.replay.save_with_checkpoint}
+    if isinstance(agent, Distiller):
+        specs = _attach_teachers(agent, cfg, env, device)
+        states = StateBuffer(env.num_tasks, cfg.replay.capacity, env.obs_shape,
+                             obs_dtype=env.obs_dtype, device=device,
+                             seed=derive_seed(cfg.seed, "replay"))
+        behaviour = DistillBehaviour(agent, rng, cfg.agent.distill_data,
+                                     cfg.agent.distill_teacher_prob)
+        refs = {"teacher": Reference(TeacherActor(agent), {"teachers": specs})}
+        return ReplayDataPath(agent, states, behaviour, store_states(states), references=refs,
+                              **common)
+    buffer = MultiTaskReplayBuffer(env.num_tasks, cfg.replay.capacity, env.obs_shape,
+                                   env.action_dim, device=device,
+                                   seed=derive_seed(cfg.seed, "replay"))
+    return ReplayDataPath(agent, buffer, UniformWarmup(agent, rng, env.action_dim),
+                          store_transitions(buffer), **common)
+
+
+def _attach_teachers(agent: Distiller, cfg: TrainConfig, env: EnvSpec, device: torch.device
+                     ) -> dict[str, str]:
+    from mtrl.teachers import load_teacher
+
+    specs = preflight(cfg, env.task_names)
+    try:
+        agent.set_teachers([
+            load_teacher(specs[t], t, obs_space=env.obs_space, action_space=env.action_space,
+                         device=device, action_map=env.teacher_action_maps.get(t))
+            for t in env.task_names
+        ])
+    except (ValueError, ImportError) as e:
+        raise ConfigError(f"agent.distill_teachers: {e}") from e
+    return specs

@@ -53,6 +53,7 @@ from mtrl.agents.distral import (
     DistilledPolicy,
     Distral,
     DistralHyperparams,
+    Pi0Actor,
     reward_bonus,
     two_column_logits,
 )
@@ -218,6 +219,10 @@ class MTA2C:
     def policy_modules(self) -> list[nn.Module]:
         """The modules ``act`` uses (frozen when the agent serves as a teacher)."""
         return [self.net] + ([self.distral.pi0] if self.distral is not None else [])
+
+    def extra_policies(self) -> dict[str, Pi0Actor]:
+        """Policies evaluated besides the task policies: Distral's π0 (``"pi0"``)."""
+        return {} if self.distral is None else {"pi0": Pi0Actor(self)}
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:

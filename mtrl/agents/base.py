@@ -1,10 +1,23 @@
-"""What every agent shares: the shape of a policy's output."""
+"""The contracts between agents and the rest of mtrl.
+
+* :class:`PolicyOutput`: a policy's distribution parameters (what a distillation teacher reads);
+* :class:`EnvSpec`: what an agent's data path knows about the envs (spaces, tasks);
+* :class:`DataPath`: how an agent turns interaction into updates (:meth:`DataPath.iterate`);
+  the training loop (:mod:`mtrl.runner`) is the same for every agent because all it does is
+  call it, log, evaluate and checkpoint.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
 from torch import Tensor
+
+from mtrl.collect.base import Collector, EnvSpec, Transitions  # noqa: F401  (EnvSpec: re-exported)
 
 
 @dataclass
@@ -20,3 +33,60 @@ class PolicyOutput:
     mean: Tensor | None = None
     log_std: Tensor | None = None
     features: Tensor | None = None
+
+
+class Actor(Protocol):
+    """Anything that acts: agents, Distral's π0, distillation teachers."""
+
+    def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False
+            ) -> np.ndarray: ...
+
+
+class NonFiniteActionError(RuntimeError):
+    """The acting policy produced NaN or infinite actions."""
+
+
+@dataclass
+class Iteration:
+    """What one iteration of an agent's data path did: the transitions it collected and the
+    metrics of each update it ran (device tensors, possibly none)."""
+
+    transitions: Transitions
+    metrics: list[dict[str, Tensor]] = field(default_factory=list)
+
+
+@dataclass
+class Reference:
+    """A policy evaluated once, at the start of a run, as the yardstick of the agent (the
+    teachers of a distillation run): ``eval/<name>/...`` and ``eval/<name>s.json``."""
+
+    actor: Actor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class DataPath(Protocol):
+    """How an agent learns from interaction: which policy acts (warm-up, exploration, teacher
+    mixing), what storage it fills and how, and when it updates. The training loop calls
+    :meth:`iterate` until the budget is spent and knows nothing else about the agent."""
+
+    agent: Any
+
+    def iterate(self, collector: Collector, vec_step: int) -> Iteration:
+        """Collect (from vector step ``vec_step`` on) and update once per the agent's rules."""
+        ...
+
+    def env_steps_at_update(self, update: int) -> int:
+        """About how many env steps had been taken when update ``update`` (0-based) ran."""
+        ...
+
+    def storage_writer(self) -> Callable[[Path], Any] | None:
+        """A function that saves the storage next to a checkpoint (None: nothing to save)."""
+        ...
+
+    def load_storage(self, path: Path) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def references(self) -> dict[str, Reference]: ...

@@ -579,3 +579,50 @@ def build_distiller(
     ).to(device)
     optim = torch.optim.Adam(student.parameters(), lr=lr)
     return Distiller(student, optim, hparams)
+
+
+# ==============================================================================================
+# Data path: who acts while the states are collected
+# ==============================================================================================
+class DistillBehaviour:
+    """Who acts while distilling (``data``): the teachers, the student (DAgger, Ross et al.
+    2011: the teachers label the student's own states), or per env and step the teacher with
+    probability ``teacher_prob`` (``mix``). The warm-up steps are collected the same way
+    (``warm`` is ignored)."""
+
+    def __init__(self, agent: Distiller, rng: np.random.Generator, data: str,
+                 teacher_prob: float) -> None:
+        if data not in ("teacher", "student", "mix"):
+            raise ValueError(f"unknown distillation data {data!r}; allowed: teacher, student, "
+                             "mix")
+        self.agent = agent
+        self.rng = rng
+        self.data = data
+        self.teacher_prob = teacher_prob
+        self.warm = True
+
+    def act(self, obs: np.ndarray, task_id: np.ndarray) -> np.ndarray:
+        agent = self.agent
+        if self.data == "teacher":
+            return agent.teacher_act(obs, task_id)
+        if self.data == "student":
+            return agent.act(obs, task_id)
+        use_teacher = self.rng.random(obs.shape[0]) < self.teacher_prob
+        student = agent.act(obs, task_id)
+        if not use_teacher.any():
+            return student
+        teacher = agent.teacher_act(obs, task_id)
+        mask = use_teacher.reshape(-1, *([1] * (student.ndim - 1)))
+        return np.where(mask, teacher, student).astype(student.dtype)
+
+
+class TeacherActor:
+    """Acts with a distiller's teachers (each env by its task's teacher): the reference a
+    distillation run is evaluated against."""
+
+    def __init__(self, agent: Distiller) -> None:
+        self.agent = agent
+
+    def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False
+            ) -> np.ndarray:
+        return self.agent.teacher_act(obs, task_id, deterministic)

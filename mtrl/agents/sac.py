@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from mtrl.agents.base import PolicyOutput
-from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams
+from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams, Pi0Actor
 from mtrl.data.replay import Batch
 from mtrl.modules.distributions import gaussian_kl
 from mtrl.modules.policies import TanhGaussianActor, TwinQCritic, tanh_gaussian_log_prob
@@ -175,6 +175,10 @@ class MTSAC:
     def policy_modules(self) -> list[nn.Module]:
         """The modules ``act`` uses (frozen when the agent serves as a teacher)."""
         return [self.actor] + ([self.distral.pi0] if self.distral is not None else [])
+
+    def extra_policies(self) -> dict[str, Pi0Actor]:
+        """Policies evaluated besides the task policies: Distral's π0 (``"pi0"``)."""
+        return {} if self.distral is None else {"pi0": Pi0Actor(self)}
 
     def _entropy_coef(self) -> torch.Tensor:
         """Per-task weight of ``−log πi`` in the soft value: α_k, or with Distral τ_k."""

@@ -44,7 +44,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mtrl.envs.atari_scores import REFERENCE_SCORES
+from mtrl.envs.atari_scores import REFERENCE_SCORES, human_normalized_score
 from mtrl.envs.base import MultiTaskVectorEnv
 
 NUM_ACTIONS = 18
@@ -324,6 +324,12 @@ class AtariMultiTaskEnv(MultiTaskVectorEnv):
     def _episode_reward(self, reward: np.ndarray, raw_info: dict[str, Any]) -> np.ndarray:
         # Episode returns are game scores, whatever clipping or scaling ``step`` applies.
         return np.asarray(raw_info["raw_reward"], dtype=np.float32)
+
+    # Human-normalized scores (random → 0, human → 1; mtrl.envs.atari_scores).
+    score_fn = staticmethod(human_normalized_score)
+
+    def native_action_set(self, task: str) -> list[int] | None:
+        return list(minimal_action_set(task))
 
     def set_goals(self, goal_index: np.ndarray, mask: np.ndarray) -> None:
         # A game is its own single "goal": nothing to select (goals_per_task is 1).

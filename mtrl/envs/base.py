@@ -28,6 +28,7 @@ bootstrap through time limits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -144,6 +145,21 @@ class MultiTaskVectorEnv(gym.vector.VectorWrapper):
         """One ``uint8 [H, W, 3]`` frame per sub-env of the current state (envs built with
         ``render=True``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot render")
+
+    # ------------------------------------------------------------------ benchmark hooks
+    #: The benchmark's normalized score of an episode return, ``score_fn(task, return)``
+    #: (Atari: the human-normalized score); None for benchmarks without one. A module-level
+    #: function, so that specs carrying it can be sent to other processes.
+    score_fn: Callable[[str, float], float] | None = None
+
+    def normalized_score(self, task: str, episode_return: float) -> float | None:
+        """``score_fn(task, episode_return)``, or None when the benchmark has no such score."""
+        return None if self.score_fn is None else float(self.score_fn(task, episode_return))
+
+    def native_action_set(self, task: str) -> list[int] | None:
+        """The env actions of ``task``'s own (smaller) action set, for policies trained on it
+        (an Atari game's minimal set inside the full 18 actions); None if it has none."""
+        return None
 
     # ------------------------------------------------------------------ backend hooks
     def _episode_reward(self, reward: np.ndarray, raw_info: dict[str, Any]) -> np.ndarray:

@@ -1,44 +1,24 @@
-"""Collection behind a small interface: envs in, transitions out.
-
-The runner never touches an environment directly: it asks a collector for the current
-observations, hands it actions, and receives :class:`Transitions`. The in-process
-:class:`VectorCollector` steps a :class:`~mtrl.envs.MultiTaskVectorEnv`; a collector backed by
-remote actors (or one that overlaps env stepping with learner updates) can replace it without
-touching agents or the replay buffer.
-"""
+"""The in-process collector: a MultiTaskVectorEnv stepped in this process."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from mtrl.collect.base import EnvSpec, Step, Transitions
 from mtrl.envs.base import MultiTaskVectorEnv
 
 
-@dataclass
-class Transitions:
-    """One vector step: row i is env i's transition (policy-space actions)."""
-
-    obs: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray
-    next_obs: np.ndarray  # the true next observation, also when an episode just ended
-    terminated: np.ndarray  # true terminals only
-    truncated: np.ndarray  # time limits (bootstrap through them)
-    task_id: np.ndarray
-    episode: dict[str, np.ndarray] | None = None  # return/length/success of finished episodes
-    episode_mask: np.ndarray | None = None  # which envs finished an episode on this step
-
-
 class VectorCollector:
-    """Steps a MultiTaskVectorEnv in this process.
+    """Steps a :class:`~mtrl.envs.base.MultiTaskVectorEnv` in this process.
 
     Continuous actions come in policy space ``[-1, 1]`` and are mapped affinely to the env's
-    Box bounds; discrete actions (indices) pass through unchanged.
+    Box bounds; discrete actions (indices) pass through unchanged. :meth:`collect` runs a policy
+    for ``n`` vector steps, calling its ``observe(step)`` (if it has one) after each;
+    :meth:`step` takes one vector step with given actions.
     """
 
     def __init__(self, env: MultiTaskVectorEnv) -> None:
@@ -55,6 +35,10 @@ class VectorCollector:
         self.obs: np.ndarray | None = None
 
     @property
+    def spec(self) -> EnvSpec:
+        return EnvSpec.of(self.env)
+
+    @property
     def task_ids(self) -> np.ndarray:
         return self.env.task_ids
 
@@ -62,18 +46,37 @@ class VectorCollector:
     def num_envs(self) -> int:
         return self.env.num_envs
 
+    @property
+    def started(self) -> bool:
+        return self.obs is not None
+
     def reset(self, seed: int | None = None) -> np.ndarray:
         self.obs, _ = self.env.reset(seed=seed)
         return self.obs
 
-    def step(self, action: np.ndarray) -> Transitions:
+    def collect(self, policy: Any, n: int) -> Transitions:
+        """Run ``policy`` for ``n`` vector steps from the current observations."""
+        if self.obs is None:
+            raise RuntimeError("reset() the collector before collecting")
+        observe = getattr(policy, "observe", None)
+        steps: list[Step] = []
+        for _ in range(n):
+            assert self.obs is not None
+            step = self.step(policy.act(self.obs, self.env.task_ids))
+            if observe is not None:
+                observe(step)
+            steps.append(step)
+        return Transitions.from_steps(steps, int(getattr(policy, "version", 0)))
+
+    def step(self, action: np.ndarray) -> Step:
+        """One vector step with ``action`` (policy space) from the current observations."""
         if self.obs is None:
             raise RuntimeError("reset() the collector before stepping it")
         env_action = action if self._identity else (
             self._low + (action + 1.0) * 0.5 * (self._high - self._low)
         )
         next_obs, reward, terminated, truncated, info = self.env.step(env_action)
-        out = Transitions(
+        out = Step(
             obs=self.obs,
             action=action,
             reward=reward,
@@ -81,6 +84,7 @@ class VectorCollector:
             terminated=terminated,
             truncated=truncated,
             task_id=self.env.task_ids,
+            next_policy_obs=next_obs,
             episode=info.get("episode"),
             episode_mask=info.get("_episode"),
         )
