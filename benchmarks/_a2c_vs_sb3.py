@@ -106,7 +106,7 @@ def _mtrl_config(game_task: str, num_envs: int, steps: int, device: str) -> Any:
     cfg.env.envs_per_task = num_envs
     cfg.env.clip_rewards = False
     cfg.agent.popart = False
-    cfg.agent.optimizer = "rmsprop"  # PyTorch's RMSprop, as SB3's A2C default
+    cfg.agent.a2c.optimizer = "rmsprop"  # PyTorch's RMSprop, as SB3's A2C default
     cfg.agent.actor_arch = cfg.agent.critic_arch = "mlp"
     cfg.agent.actor_hidden, cfg.agent.critic_hidden = [], []
     cfg.total_steps = steps

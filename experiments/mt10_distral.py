@@ -13,8 +13,8 @@ from mtrl.experiment import run_preset_script
 
 def configure(cfg: TrainConfig) -> None:
     """Edit the config here; every hyperparameter is a field of it."""
-    # cfg.agent.distral_alpha = 1.0           # the KL-only variant
-    # cfg.agent.distral_pi0_task_input = True  # π0 also sees the one-hot task
+    # cfg.agent.distral.alpha = 1.0           # the KL-only variant
+    # cfg.agent.distral.pi0_task_input = True  # π0 also sees the one-hot task
 
 
 if __name__ == "__main__":

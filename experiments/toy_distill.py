@@ -28,12 +28,12 @@ def main() -> None:
 
     cfg = get_preset("toy-distill")
     cfg.seed = args.seed
-    cfg.agent.distill_data = args.data
+    cfg.agent.distill.data = args.data
     tasks = [f"goal-{k}" for k in range(cfg.env.num_tasks)]
     out = Path(args.teachers)
     if not all((out / f"{t}.zip").exists() for t in tasks):
         train_toy_teachers(out, cfg.env.num_tasks, discrete=True, seed=args.seed)
-    cfg.agent.distill_teachers = [str(out)]
+    cfg.agent.distill.teachers = [str(out)]
     validate(cfg)
     result = train(cfg, args.run_dir)
     ref = json.loads((Path(result.run_dir) / "eval" / "teachers.json").read_text())

@@ -8,6 +8,7 @@ a preset with its value.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -60,7 +61,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--teacher TASK=PATH per task (a stable-baselines3 .zip or an mtrl run directory), "
         "and/or --teachers PATH for the rest (a directory of <task>.zip files or an mtrl run "
         "trained on these tasks). The result is an ordinary run directory (`mtrl eval`). "
-        "Config overrides as for train: --agent.distill-data student, --agent.lr 3e-4, ...",
+        "Config overrides as for train: --agent.distill.data student, --agent.distill.lr 3e-4, "
+        "...",
     )
     d.add_argument("preset", nargs="?", help="toy-distill, or any preset (its env and student)")
     d.add_argument("--teacher", action="append", default=[], metavar="TASK=PATH",
@@ -111,8 +113,8 @@ _TRAIN_FLAGS = _TRAIN_FLAGS_WITH_VALUE | {"--no-progress", "-h", "--help"}
 def split_overrides(tokens: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Separate config overrides from ``train``'s own arguments.
 
-    ``['toy-mtsac', '--seed', '1', '--agent.lr', '1e-3', '--eval.every=0']`` →
-    ``(['toy-mtsac', '--seed', '1'], [('agent.lr', '1e-3'), ('eval.every', '0')])``.
+    ``['toy-mtsac', '--seed', '1', '--agent.sac.actor-lr', '1e-3', '--eval.every=0']`` →
+    ``(['toy-mtsac', '--seed', '1'], [('agent.sac.actor-lr', '1e-3'), ('eval.every', '0')])``.
     """
     paths = C.field_paths()
     rest: list[str] = []
@@ -134,6 +136,8 @@ def split_overrides(tokens: list[str]) -> tuple[list[str], list[tuple[str, str]]
             i += 1
         else:
             path = key.replace("-", "_")
+            with contextlib.suppress(ConfigError):  # unknown names fail when applied
+                path = C.resolve_path(path)
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
             if paths.get(path) is bool and (nxt is None or nxt.startswith("--")):
                 value = "true"
@@ -152,6 +156,11 @@ def _apply_common(
 ) -> None:
     for key, value in overrides:
         C.set_override(cfg, key, value)
+    # Refuse overrides that would have no effect (a field of another algorithm or env).
+    for key, _ in overrides:
+        why = C.unused_field_message(cfg, C.resolve_path(key, cfg))
+        if why is not None:
+            raise CLIError(f"--{key}: {why}")
     if args.seed is not None:
         cfg.seed = args.seed
     if args.total_steps is not None:
@@ -310,8 +319,12 @@ def to_distill_config(cfg: C.TrainConfig) -> C.TrainConfig:
     if cfg.agent.name == "distill":
         return cfg
     a = cfg.agent
-    if a.name in C.SAC_AGENTS:
-        a.lr = a.actor_lr
+    if a.name in ("mtsac", "distral-sac"):
+        a.distill.lr = a.sac.actor_lr
+    elif a.name in ("mta2c", "distral-a2c"):
+        a.distill.lr = a.a2c.lr
+    # The sections of the replaced algorithm no longer apply.
+    a.sac, a.a2c, a.ppo, a.distral = C.SACConfig(), C.A2CConfig(), C.PPOConfig(), C.DistralConfig()
     a.name = "distill"
     if not a.actor_hidden:
         a.actor_hidden = [256]
@@ -339,7 +352,7 @@ def cmd_distill(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> i
                   f"({cfg.agent.actor_arch}, hidden {cfg.agent.actor_hidden}); its agent "
                   f"{was!r} is replaced by 'distill'", file=sys.stderr)
         if specs:
-            cfg.agent.distill_teachers = specs
+            cfg.agent.distill.teachers = specs
         return cfg
 
     return cmd_train(args, overrides, prepare)

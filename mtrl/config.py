@@ -2,9 +2,19 @@
 
 Every knob of a run lives in one :class:`TrainConfig`. Configs are plain dataclasses so that
 they serialize to ``config.yaml`` and back, can be overridden field by field from the command
-line (``--agent.batch-size 640``) and are validated *before* any environment is built:
-:func:`validate` raises :class:`ConfigError` with a message naming the field, the value and what
-is allowed.
+line (``--agent.batch-size 640``, ``--agent.sac.actor-lr 1e-3``) and are validated *before*
+any environment is built: :func:`validate` raises :class:`ConfigError` with a message naming the
+field, the value and what is allowed.
+
+Agent settings are nested per algorithm: fields every agent shares sit in ``agent.*`` (networks,
+batch size, discount, combiners, architecture), each algorithm's own in its section
+(``agent.sac.*``, ``agent.a2c.*``, ``agent.ppo.*``, ``agent.distral.*``, ``agent.distill.*``),
+and the validator checks the sections the chosen agent uses (:data:`mtrl.registry.AGENTS`).
+The flat names of mtrl 0.1 (``agent.n_steps``, ``agent.distral_alpha``, …) are still read from
+old ``config.yaml`` files and accepted on the command line (:data:`MOVED_FIELDS`).
+
+Names of envs, architectures, combiners and agents are those of the registries
+(:mod:`mtrl.registry`), where each part registers itself.
 """
 
 from __future__ import annotations
@@ -15,37 +25,42 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-ENV_NAMES = ("mt10", "mt25", "mt50", "metaworld", "toy-reach", "toy-reach-discrete", "atari")
-AGENT_NAMES = ("mtsac", "mta2c", "distral-sac", "distral-a2c", "distill")
-# Agents that learn from their own fresh rollouts (no replay, no warm-up).
-ON_POLICY_AGENTS = ("mta2c", "distral-a2c")
-# Agents built on SAC (continuous actions only) / with a Distral distilled policy π0.
-SAC_AGENTS = ("mtsac", "distral-sac")
-DISTRAL_AGENTS = ("distral-sac", "distral-a2c")
-DISTILL_LOSSES = ("kl", "mse")
-DISTILL_DATA = ("teacher", "student", "mix")
-OPTIMIZER_NAMES = ("rmsprop", "rmsprop-tf", "adam")
-TORSO_NAMES = ("auto", "nature-cnn", "none")
-ARCH_NAMES = ("mlp", "multihead", "separate", "soft-modular", "routing", "moe")
-ROUTER_MODES = ("reinforce", "gumbel")
-TASK_ENCODER_NAMES = ("one-hot", "embedding")
-GATING_NAMES = ("care", "mmoe")
-COMBINER_NAMES = ("mean", "pcgrad", "gradnorm", "uncertainty", "dwa")
-# Combiners that reweight losses by their values: defined only for non-negative losses.
-LOSS_BALANCING_COMBINERS = ("gradnorm", "uncertainty", "dwa")
+from mtrl.errors import ConfigError
+
 DEVICES = ("auto", "cpu", "cuda")
-VECTOR_STRATEGIES = ("sync", "async")
-# Envs with discrete actions / image observations (known without building them).
-DISCRETE_ENVS = ("toy-reach-discrete", "atari")
-IMAGE_ENVS = ("atari",)
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid. The message names the field and the allowed values."""
+class _Strict:
+    """Config dataclasses refuse attributes that are not their fields, so that a misspelled or
+    moved field set from Python fails instead of being ignored."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in {f.name for f in dataclasses.fields(self)}:  # type: ignore[arg-type]
+            raise AttributeError(_not_a_field(type(self), name))
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:  # only called for missing attributes
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(_not_a_field(type(self), name))
+
+
+def _not_a_field(cls: type, name: str) -> str:
+    msg = f"{cls.__name__} has no field {name!r}"
+    if cls.__name__ == "AgentConfig":
+        new = MOVED_FIELDS.get(f"agent.{name}")
+        if new is None and name == "lr":
+            new = "agent.a2c.lr, agent.ppo.lr or agent.distill.lr"
+        if new is not None:
+            return f"agent.{name} moved to {new}"
+    import difflib
+
+    close = difflib.get_close_matches(name, [f.name for f in dataclasses.fields(cls)], n=1)
+    return msg + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 @dataclass
-class EnvConfig:
+class EnvConfig(_Strict):
     name: str = "mt10"
     """mt10 | mt25 | mt50 | metaworld (custom task list) | toy-reach | toy-reach-discrete |
     atari (the games listed in tasks)."""
@@ -83,7 +98,7 @@ class EnvConfig:
 
 
 @dataclass
-class CombinerConfig:
+class CombinerConfig(_Strict):
     """Options of the gradient combiners (``agent.actor_combiner`` / ``agent.critic_combiner``)."""
 
     diagnostics_every: int = 1000
@@ -100,7 +115,7 @@ class CombinerConfig:
 
 
 @dataclass
-class ArchConfig:
+class ArchConfig(_Strict):
     """Sizes of the task-conditioned architectures (``agent.actor_arch`` / ``critic_arch``).
     ``mlp`` and ``multihead`` take their hidden sizes from ``agent.actor_hidden`` /
     ``agent.critic_hidden``; ``moe`` uses them for its head MLP."""
@@ -144,47 +159,155 @@ class ArchConfig:
 
 
 @dataclass
-class AgentConfig:
-    """Agent hyperparameters. ``name``: mtsac (multi-task SAC, off-policy, continuous actions),
-    mta2c (multi-task A2C, on-policy, discrete or continuous actions), distral-sac or
-    distral-a2c (Distral on either; fields ``distral_*``), distill (policy distillation of
-    per-task teachers into one student; fields ``distill_*``, the student is built from
-    actor_hidden / actor_arch / torso and trained with Adam at ``lr``). The MT-SAC defaults
-    follow the Meta-World+ MTSAC baseline (McLean et al. 2025, metaworld-algorithms): 400-400
-    MLPs, batch 1280, lr 3e-4, gamma 0.99, tau 0.005, initial temperature 1.0, target entropy
-    -|A|. The MT-A2C fields are at the end (``n_steps`` …); the A2C presets set the hidden
-    sizes, ``grad_clip`` and the combiner for it."""
+class SACConfig(_Strict):
+    """Multi-task SAC (``agent.name`` mtsac, distral-sac; Haarnoja et al. 2018). Defaults follow
+    the Meta-World+ MTSAC baseline (McLean et al. 2025): Adam lr 3e-4, τ 0.005, initial
+    temperature 1.0, target entropy −|A|."""
 
-    name: str = "mtsac"
-    actor_hidden: list[int] = field(default_factory=lambda: [400, 400])
-    critic_hidden: list[int] = field(default_factory=lambda: [400, 400])
-    batch_size: int = 1280
-    """Total batch, stratified equally over tasks: must be a multiple of the number of tasks."""
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
-    gamma: float = 0.99
     tau: float = 0.005
+    """Polyak step of the target critics."""
     init_alpha: float = 1.0
     target_entropy: float | None = None
     """Entropy target per task; None means -action_dim (continuous) as in Haarnoja et al. 2018."""
     log_std_min: float = -20.0
     log_std_max: float = 2.0
-    grad_clip: float | None = None
-    """Clip each network's global gradient norm to this value; None disables clipping."""
     max_q_value: float | None = None
     """Clip Q targets and predictions to [-v, v] (Meta-World+ uses 5000); None disables."""
-    popart: bool | None = None
-    """PopArt-normalized values (per-task value heads and statistics; Hessel et al. 2019).
-    None: the agent's default, on for mta2c (as in Hessel et al.), off for mtsac."""
-    popart_beta: float = 3e-4
-    """Step size β of PopArt's running moments (Hessel et al. 2019 use 3e-4)."""
     popart_actor_scale: bool = True
     """With PopArt, divide each task's actor loss by its σ (scale-invariant actor gradients)."""
+
+
+@dataclass
+class A2CConfig(_Strict):
+    """Multi-task A2C (``agent.name`` mta2c, distral-a2c; Mnih et al. 2016)."""
+
+    n_steps: int = 5
+    """Env steps per env in each rollout (one update per rollout; A3C/SB3 use 5)."""
+    gae_lambda: float = 1.0
+    """GAE λ (Schulman et al. 2016); 1.0 gives A3C's n-step returns."""
+    ent_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the squared value error (G − V)²."""
+    lr: float = 7e-4
+    """Learning rate of its single optimizer."""
+    optimizer: str = "rmsprop"
+    """rmsprop (PyTorch's: mean square starts at 0) | rmsprop-tf (mean square starts at 1, as
+    TensorFlow's RMSProp of the original A3C/A2C code; the Atari presets) | adam."""
+    optim_eps: float = 1e-5
+    """ε of RMSprop / Adam."""
+    rmsprop_alpha: float = 0.99
+    """RMSprop smoothing constant α."""
+
+
+@dataclass
+class PPOConfig(_Strict):
+    """Multi-task PPO (``agent.name`` mtppo; Schulman et al. 2017, clipped surrogate)."""
+
+    n_steps: int = 128
+    """Env steps per env in each rollout."""
+    epochs: int = 4
+    """Passes over each rollout."""
+    minibatches: int = 4
+    """Task-stratified minibatches per pass (each holds every task's share)."""
+    clip_range: float = 0.2
+    """ε of the clipped surrogate: ratios outside [1 − ε, 1 + ε] get no gradient."""
+    clip_value: float | None = None
+    """Clip the value prediction's change to ±this around the rollout's value (None: off)."""
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    lr: float = 3e-4
+    """Adam learning rate."""
+    optim_eps: float = 1e-5
+    normalize_advantage: bool = True
+    """Standardize advantages per task within each minibatch."""
+    target_kl: float | None = None
+    """Stop a rollout's epochs early once the approximate KL to the acting policy exceeds it."""
+
+
+@dataclass
+class DistralConfig(_Strict):
+    """Distral (``agent.name`` distral-sac, distral-a2c; Teh et al. 2017, Eq. 2)."""
+
+    alpha: float = 0.5
+    """α = c_KL/(c_KL + c_Ent) in [0, 1]: 1 is the KL-only variant, < 1 adds an entropy bonus."""
+    beta: float = 100.0
+    """β = 1/(c_KL + c_Ent) > 0: the reward bonus is (α/β) log π0 − (1/β) log πi."""
+    columns: int = 1
+    """1: task policies with their own networks (agent.actor_arch, e.g. separate); 2: task
+    logits α·h + β·f_i on π0's logits h (discrete actions, distral-a2c)."""
+    pi0_hidden: list[int] | None = None
+    """Hidden sizes of the distilled policy π0; None: agent.actor_hidden."""
+    pi0_task_input: bool = False
+    """π0 sees the one-hot task id (False: a shared policy of the observation only, as in
+    Distral)."""
+    tune_entropy: bool = True
+    """distral-sac: c_Ent is each task's learned SAC temperature (target entropy) instead of the
+    fixed (1 − α)/β; c_KL = α/β stays fixed."""
+
+
+@dataclass
+class DistillConfig(_Strict):
+    """Policy distillation (``agent.name`` distill; Rusu et al. 2016, Parisotto et al. 2016)."""
+
+    teachers: list[str] = field(default_factory=list)
+    """One teacher per task: ``task=path`` entries (a stable-baselines3 ``.zip`` or an mtrl run
+    directory), and/or one bare ``path`` for every task not named: an mtrl run directory
+    trained on those tasks (any superset), or a directory holding ``<task>.zip`` files or
+    ``<task>/`` run directories."""
+    loss: str = "kl"
+    """kl: KL(teacher ‖ student) (discrete: with temperature, Rusu et al. 2016 Eq. 3;
+    continuous: closed-form Gaussian KL) | mse (Q-values/logits, or deterministic actions)."""
+    temperature: float | None = None
+    """Temperature τ of the teacher's softmax; None: 1 for policy teachers, 0.01 for Q-value
+    (DQN) teachers (Rusu et al. 2016)."""
+    feature_coef: float = 0.0
+    """Weight of Actor-Mimic feature regression (Parisotto et al. 2016, Eq. 4); 0: off."""
+    data: str = "mix"
+    """Who acts while collecting the states the teachers label: teacher | student (DAgger,
+    Ross et al. 2011) | mix (each env step, the teacher with probability teacher_prob)."""
+    teacher_prob: float = 0.5
+    """data=mix: probability that the teacher acts (per env and step)."""
+    squash: bool = True
+    """Continuous students: tanh-squashed Gaussian (to match SAC teachers); false for
+    unsquashed Gaussian teachers (PPO/A2C, mtrl's mta2c)."""
+    lr: float = 7e-4
+    """Adam learning rate of the student."""
+
+
+@dataclass
+class AgentConfig(_Strict):
+    """Agent settings. ``name``: an agent of :data:`mtrl.registry.AGENTS` — mtsac (multi-task
+    SAC, off-policy, continuous actions), mta2c (multi-task A2C, on-policy), mtppo (multi-task
+    PPO, on-policy), distral-sac / distral-a2c (Distral on either), distill (policy distillation
+    of per-task teachers into one student). The shared fields below follow the Meta-World+
+    MTSAC baseline (400-400 MLPs, batch 1280, γ 0.99); each algorithm's own fields are in its
+    section."""
+
+    name: str = "mtsac"
+    actor_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    """Hidden sizes of the policy (the distillation student's too)."""
+    critic_hidden: list[int] = field(default_factory=lambda: [400, 400])
+    """Hidden sizes of the critics / value function."""
+    batch_size: int = 1280
+    """Off-policy agents and distillation: total batch, stratified equally over tasks (must be
+    a multiple of the number of tasks)."""
+    gamma: float = 0.99
+    grad_clip: float | None = None
+    """Clip each network's global gradient norm to this value; None disables clipping."""
+    popart: bool | None = None
+    """PopArt-normalized values (per-task value heads and statistics; Hessel et al. 2019).
+    None: the agent's default, on for mta2c and mtppo (as in Hessel et al.), off for mtsac."""
+    popart_beta: float = 3e-4
+    """Step size β of PopArt's running moments (Hessel et al. 2019 use 3e-4)."""
     actor_combiner: str = "mean"
-    """How the per-task actor losses become one update: mean | pcgrad (loss-balancing
-    combiners need non-negative losses and are not allowed for the SAC actor). mta2c: the
-    combiner of its joint actor-critic loss."""
+    """How the per-task actor losses become one update (:data:`mtrl.registry.COMBINERS`):
+    mean | pcgrad (loss-balancing combiners need non-negative losses and are not allowed for
+    the SAC actor). mta2c/mtppo: the combiner of their joint actor-critic loss."""
     critic_combiner: str = "mean"
     """mean | pcgrad | gradnorm | uncertainty | dwa."""
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
@@ -194,69 +317,18 @@ class AgentConfig:
     critic_arch: str = "mlp"
     """mlp | multihead | separate | soft-modular | routing | moe (sizes in agent.arch)."""
     arch: ArchConfig = field(default_factory=ArchConfig)
-    # ---- mta2c (on-policy) ------------------------------------------------------------------
-    n_steps: int = 5
-    """mta2c: env steps per env in each rollout (one update per rollout; A3C/SB3 use 5)."""
-    gae_lambda: float = 1.0
-    """mta2c: GAE λ (Schulman et al. 2016); 1.0 gives A3C's n-step returns."""
-    ent_coef: float = 0.01
-    """mta2c: weight of the entropy bonus."""
-    vf_coef: float = 0.5
-    """mta2c: weight of the squared value error (G − V)²."""
-    lr: float = 7e-4
-    """mta2c: learning rate of its single optimizer."""
-    optimizer: str = "rmsprop"
-    """mta2c: rmsprop (PyTorch's: mean square starts at 0) | rmsprop-tf (mean square starts at
-    1, as TensorFlow's RMSProp of the original A3C/A2C code; the Atari presets) | adam."""
-    optim_eps: float = 1e-5
-    """mta2c: ε of RMSprop / Adam."""
-    rmsprop_alpha: float = 0.99
-    """mta2c: RMSprop smoothing constant α."""
     torso: str = "auto"
-    """mta2c: auto (Nature CNN for image observations, none otherwise) | nature-cnn | none."""
-    # ---- Distral (distral-sac, distral-a2c) -------------------------------------------------
-    distral_alpha: float = 0.5
-    """Distral α = c_KL/(c_KL + c_Ent) in [0, 1] (Teh et al. 2017, Eq. 2): 1 is the KL-only
-    variant, < 1 adds an entropy bonus."""
-    distral_beta: float = 100.0
-    """Distral β = 1/(c_KL + c_Ent) > 0: the reward bonus is (α/β) log π0 − (1/β) log πi."""
-    distral_columns: int = 1
-    """1: task policies with their own networks (agent.actor_arch, e.g. separate); 2: task
-    logits α·h + β·f_i on π0's logits h (discrete actions, distral-a2c)."""
-    distral_pi0_hidden: list[int] | None = None
-    """Hidden sizes of the distilled policy π0; None: agent.actor_hidden."""
-    distral_pi0_task_input: bool = False
-    """π0 sees the one-hot task id (False: a shared policy of the observation only, as in
-    Distral)."""
-    distral_tune_entropy: bool = True
-    """distral-sac: c_Ent is each task's learned SAC temperature (target entropy) instead of the
-    fixed (1 − α)/β; c_KL = α/β stays fixed."""
-    # ---- policy distillation (distill) ------------------------------------------------------
-    distill_teachers: list[str] = field(default_factory=list)
-    """One teacher per task: ``task=path`` entries (a stable-baselines3 ``.zip`` or an mtrl run
-    directory), and/or one bare ``path`` for every task not named: an mtrl run directory
-    trained on those tasks (any superset), or a directory holding ``<task>.zip`` files or
-    ``<task>/`` run directories."""
-    distill_loss: str = "kl"
-    """kl: KL(teacher ‖ student) (discrete: with temperature, Rusu et al. 2016 Eq. 3;
-    continuous: closed-form Gaussian KL) | mse (Q-values/logits, or deterministic actions)."""
-    distill_temperature: float | None = None
-    """Temperature τ of the teacher's softmax; None: 1 for policy teachers, 0.01 for Q-value
-    (DQN) teachers (Rusu et al. 2016)."""
-    distill_feature_coef: float = 0.0
-    """Weight of Actor-Mimic feature regression (Parisotto et al. 2016, Eq. 4); 0: off."""
-    distill_data: str = "mix"
-    """Who acts while collecting the states the teachers label: teacher | student (DAgger,
-    Ross et al. 2011) | mix (each env step, the teacher with probability distill_teacher_prob)."""
-    distill_teacher_prob: float = 0.5
-    """distill_data=mix: probability that the teacher acts (per env and step)."""
-    distill_squash: bool = True
-    """Continuous students: tanh-squashed Gaussian (to match SAC teachers); false for
-    unsquashed Gaussian teachers (PPO/A2C, mtrl's mta2c)."""
+    """On-policy agents and distillation: auto (Nature CNN for image observations, none
+    otherwise) | nature-cnn | none."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    a2c: A2CConfig = field(default_factory=A2CConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    distral: DistralConfig = field(default_factory=DistralConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass
-class ReplayConfig:
+class ReplayConfig(_Strict):
     capacity: int = 1_000_000
     """Total transitions, split equally into one ring per task."""
     save_with_checkpoint: bool = True
@@ -264,7 +336,7 @@ class ReplayConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(_Strict):
     every: int = 200_000
     """Evaluate every this many env steps (0: only at the end of training)."""
     episodes_per_task: int = 50
@@ -278,21 +350,21 @@ class EvalConfig:
 
 
 @dataclass
-class LogConfig:
+class LogConfig(_Strict):
     every: int = 5_000
     """Write losses and throughput to TensorBoard every this many env steps."""
     progress_bar: bool = True
 
 
 @dataclass
-class CheckpointConfig:
+class CheckpointConfig(_Strict):
     every: int = 100_000
     """Save a checkpoint every this many env steps (0: only at the end and on Ctrl-C)."""
     keep_last: int = 3
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Strict):
     preset: str = ""
     """Name of the preset this config came from (informational)."""
     seed: int = 0
@@ -302,7 +374,7 @@ class TrainConfig:
     warmup_steps: int = 40_000
     """Env steps (summed over envs) of uniform random actions before the first update."""
     updates_per_step: int = 1
-    """Gradient steps per vector-env step."""
+    """Off-policy agents: gradient steps per vector-env step."""
     run_dir: str | None = None
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -316,48 +388,73 @@ class TrainConfig:
 # Task names (known without building any environment)
 
 
-def metaworld_task_lists() -> dict[str, list[str]]:
-    """The MT10/MT25/MT50 task names in Meta-World's own order, and all v3 tasks."""
-    from metaworld import env_dict
-
-    return {
-        "mt10": list(env_dict.MT10_V3.keys()),
-        "mt25": list(env_dict.MT25_V3.keys()),
-        "mt50": list(env_dict.MT50_V3.keys()),
-        "all": list(env_dict.ALL_V3_ENVIRONMENTS.keys()),
-    }
-
-
 def task_names(env: EnvConfig) -> list[str]:
     """Task names of an env config, in task-id order. Raises ConfigError on unknown names."""
-    if env.name in ("mt10", "mt25", "mt50"):
-        return metaworld_task_lists()[env.name]
-    if env.name == "metaworld":
-        return list(env.tasks)
-    if env.name in ("toy-reach", "toy-reach-discrete"):
-        return [f"goal-{k}" for k in range(env.num_tasks)]
-    if env.name == "atari":
-        return list(env.tasks)
-    raise ConfigError(_choice_msg("env.name", env.name, ENV_NAMES))
+    from mtrl.registry import ENVS
+
+    return list(ENVS.get(env.name, "env.name")["task_names"](env))
+
+
+def metaworld_task_lists() -> dict[str, list[str]]:
+    """The MT10/MT25/MT50 task names in Meta-World's own order, and all v3 tasks."""
+    from mtrl.envs.metaworld import metaworld_task_lists as lists
+
+    return lists()
 
 
 # --------------------------------------------------------------------------------------------
 # Validation
 
 
-def _choice_msg(field_name: str, value: Any, allowed: typing.Iterable[Any]) -> str:
-    return f"{field_name}={value!r} is not valid; allowed: {', '.join(map(str, allowed))}"
+def choice_message(field_name: str, value: Any, allowed: typing.Iterable[Any]) -> str:
+    """``field=value is not valid; allowed: a, b`` (with "did you mean" for near misses)."""
+    from mtrl.registry import unknown_name_message
+
+    return unknown_name_message(field_name, value, [str(a) for a in allowed])
 
 
-def _positive(path: str, value: Any, *, allow_zero: bool = False) -> None:
+def check_positive(path: str, value: Any, *, allow_zero: bool = False) -> None:
+    """Raise ConfigError unless ``value`` > 0 (>= 0 with ``allow_zero``)."""
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{path}={value!r} must be {bound}")
 
 
+def check_sizes(path: str, sizes: Any, *, allow_empty: bool = True) -> None:
+    """Raise ConfigError unless ``sizes`` is a list of positive integers (non-empty unless
+    ``allow_empty``)."""
+    if any((not isinstance(s, int)) or s <= 0 for s in sizes):
+        raise ConfigError(f"{path}={sizes!r} must be a list of positive integers")
+    if not sizes and not allow_empty:
+        raise ConfigError(f"{path}=[] : at least one hidden layer is needed")
+
+
+def check_stratified_batch(cfg: TrainConfig, num_tasks: int) -> None:
+    """``agent.batch_size`` > 0 and a multiple of the number of tasks (stratified batches)."""
+    a = cfg.agent
+    check_positive("agent.batch_size", a.batch_size)
+    if a.batch_size % num_tasks != 0:
+        lo = max(num_tasks, a.batch_size // num_tasks * num_tasks)
+        raise ConfigError(
+            f"agent.batch_size={a.batch_size} must be divisible by the number of tasks "
+            f"({num_tasks} for env.name={cfg.env.name!r}) so that every task gets the same "
+            f"number of samples; e.g. {lo} or {lo + num_tasks}"
+        )
+
+
+def env_info(env: EnvConfig) -> dict[str, Any]:
+    """The registered facts of an env config's env (``discrete``, ``image``, ``uses``)."""
+    from mtrl.registry import ENVS
+
+    return ENVS.get(env.name, "env.name").info
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Check every field of ``cfg``; raise ConfigError naming the first bad field."""
+    """Check every field of ``cfg`` that the chosen env and agent use; raise ConfigError
+    naming the first bad field."""
+    from mtrl.registry import AGENTS, ARCHITECTURES, COMBINERS
+
     _validate_env(cfg.env)
     names = task_names(cfg.env)
     num_tasks = len(names)
@@ -374,7 +471,7 @@ def validate(cfg: TrainConfig) -> None:
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
     if cfg.device not in DEVICES:
-        raise ConfigError(_choice_msg("device", cfg.device, DEVICES))
+        raise ConfigError(choice_message("device", cfg.device, DEVICES))
     if cfg.device == "cuda":
         import torch
 
@@ -383,302 +480,194 @@ def validate(cfg: TrainConfig) -> None:
                 "device='cuda' but CUDA is not available to this torch "
                 f"({torch.__version__}); allowed here: auto, cpu"
             )
-    _positive("total_steps", cfg.total_steps)
-    _positive("warmup_steps", cfg.warmup_steps, allow_zero=True)
-    _positive("updates_per_step", cfg.updates_per_step)
+    check_positive("total_steps", cfg.total_steps)
+    check_positive("warmup_steps", cfg.warmup_steps, allow_zero=True)
+    check_positive("updates_per_step", cfg.updates_per_step)
 
     a = cfg.agent
-    if a.name not in AGENT_NAMES:
-        raise ConfigError(_choice_msg("agent.name", a.name, AGENT_NAMES))
-    on_policy = a.name in ON_POLICY_AGENTS
-    for path, sizes in (("agent.actor_hidden", a.actor_hidden),
-                        ("agent.critic_hidden", a.critic_hidden)):
-        if any((not isinstance(s, int)) or s <= 0 for s in sizes):
-            raise ConfigError(f"{path}={sizes!r} must be a list of positive integers")
-        if not sizes and not on_policy and a.name != "distill":
-            raise ConfigError(f"{path}=[] : {a.name} needs at least one hidden layer")
-    if on_policy:
-        _validate_on_policy(cfg)
-    _positive("agent.batch_size", a.batch_size)
-    if not on_policy and a.batch_size % num_tasks != 0:
-        lo = max(num_tasks, a.batch_size // num_tasks * num_tasks)
-        raise ConfigError(
-            f"agent.batch_size={a.batch_size} must be divisible by the number of tasks "
-            f"({num_tasks} for env.name={cfg.env.name!r}) so that every task gets the same "
-            f"number of samples; e.g. {lo} or {lo + num_tasks}"
-        )
-    for path in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
-        _positive(f"agent.{path}", getattr(a, path))
+    agent = AGENTS.get(a.name, "agent.name")
+    check_sizes("agent.actor_hidden", a.actor_hidden)
+    check_sizes("agent.critic_hidden", a.critic_hidden)
     if not 0.0 <= a.gamma < 1.0:
         raise ConfigError(f"agent.gamma={a.gamma!r} must be in [0, 1)")
-    if not 0.0 < a.tau <= 1.0:
-        raise ConfigError(f"agent.tau={a.tau!r} must be in (0, 1]")
-    if a.log_std_min >= a.log_std_max:
-        raise ConfigError(
-            f"agent.log_std_min={a.log_std_min} must be < agent.log_std_max={a.log_std_max}"
-        )
     if a.grad_clip is not None:
-        _positive("agent.grad_clip", a.grad_clip)
-    if a.max_q_value is not None:
-        _positive("agent.max_q_value", a.max_q_value)
-    for path in ("actor_combiner", "critic_combiner"):
-        if getattr(a, path) not in COMBINER_NAMES:
-            raise ConfigError(_choice_msg(f"agent.{path}", getattr(a, path), COMBINER_NAMES))
-    if a.actor_combiner in LOSS_BALANCING_COMBINERS:
-        raise ConfigError(
-            f"agent.actor_combiner={a.actor_combiner!r} weights tasks by their loss values, which "
-            "needs non-negative losses; the SAC actor loss α·log π − Q can be negative. "
-            "Allowed for the actor: mean, pcgrad (use it as agent.critic_combiner)"
-        )
+        check_positive("agent.grad_clip", a.grad_clip)
     if not 0.0 < a.popart_beta <= 1.0:
         raise ConfigError(f"agent.popart_beta={a.popart_beta!r} must be in (0, 1]")
+    for path in ("actor_combiner", "critic_combiner"):
+        COMBINERS.get(getattr(a, path), f"agent.{path}")
     for path in ("actor_arch", "critic_arch"):
-        if getattr(a, path) not in ARCH_NAMES:
-            raise ConfigError(_choice_msg(f"agent.{path}", getattr(a, path), ARCH_NAMES))
-    ar = a.arch
-    if ar.task_encoder not in TASK_ENCODER_NAMES:
-        raise ConfigError(_choice_msg("agent.arch.task_encoder", ar.task_encoder,
-                                      TASK_ENCODER_NAMES))
-    if ar.gating not in GATING_NAMES:
-        raise ConfigError(_choice_msg("agent.arch.gating", ar.gating, GATING_NAMES))
-    if ar.router_mode not in ROUTER_MODES:
-        raise ConfigError(_choice_msg("agent.arch.router_mode", ar.router_mode, ROUTER_MODES))
-    _positive("agent.arch.router_diversity", ar.router_diversity, allow_zero=True)
-    for name in ("task_embedding_dim", "num_layers", "num_modules", "module_dim",
-                 "embedding_dim", "routing_dim", "num_experts", "router_depth",
-                 "router_modules", "router_temperature"):
-        _positive(f"agent.arch.{name}", getattr(ar, name))
-    if len(ar.expert_hidden) == 0 or any(h <= 0 for h in ar.expert_hidden):
-        raise ConfigError(f"agent.arch.expert_hidden={ar.expert_hidden!r} must be a non-empty "
-                          "list of positive integers")
+        entry = ARCHITECTURES.get(getattr(a, path), f"agent.{path}")
+        if entry.check is not None:
+            entry.check(a.arch)
+    _validate_arch(a.arch)
     c = a.combiner
-    _positive("agent.combiner.diagnostics_every", c.diagnostics_every, allow_zero=True)
-    _positive("agent.combiner.gradnorm_alpha", c.gradnorm_alpha, allow_zero=True)
-    _positive("agent.combiner.weight_lr", c.weight_lr)
-    _positive("agent.combiner.dwa_temperature", c.dwa_temperature)
-    _positive("agent.combiner.dwa_window", c.dwa_window)
-    if a.name in SAC_AGENTS and cfg.env.name in DISCRETE_ENVS:
-        other = "distral-a2c" if a.name == "distral-sac" else "mta2c"
+    check_positive("agent.combiner.diagnostics_every", c.diagnostics_every, allow_zero=True)
+    check_positive("agent.combiner.gradnorm_alpha", c.gradnorm_alpha, allow_zero=True)
+    check_positive("agent.combiner.weight_lr", c.weight_lr)
+    check_positive("agent.combiner.dwa_temperature", c.dwa_temperature)
+    check_positive("agent.combiner.dwa_window", c.dwa_window)
+    if agent.get("continuous_only") and env_info(cfg.env)["discrete"]:
+        from mtrl.registry import ENVS
+
+        continuous = [e.name for e in ENVS if not e["discrete"]]
+        other = {"mtsac": "mta2c", "distral-sac": "distral-a2c"}.get(a.name, "mta2c")
         raise ConfigError(
             f"env.name={cfg.env.name!r} has discrete actions, which agent.name={a.name!r} "
-            f"(continuous SAC) cannot drive; use agent.name={other!r}, or for {a.name} one of: "
-            + ", ".join(n for n in ENV_NAMES if n not in DISCRETE_ENVS)
+            f"(continuous actions only) cannot drive; use agent.name={other!r}, or for "
+            f"{a.name} one of: " + ", ".join(continuous)
         )
-    if a.name in DISTRAL_AGENTS:
-        _validate_distral(cfg)
-    if a.name == "distill":
-        _validate_distill(cfg, names)
+    if agent.get("on_policy") and cfg.warmup_steps != 0:
+        raise ConfigError(
+            f"warmup_steps={cfg.warmup_steps}: agent.name={a.name!r} is on-policy and acts with "
+            "its own policy from the first step; set warmup_steps=0"
+        )
+    if agent.check is not None:
+        agent.check(cfg, num_tasks)
 
-    _positive("replay.capacity", cfg.replay.capacity)
-    if not on_policy and cfg.replay.capacity < num_tasks:
+    check_positive("replay.capacity", cfg.replay.capacity)
+    if not agent.get("on_policy") and cfg.replay.capacity < num_tasks:
         raise ConfigError(
             f"replay.capacity={cfg.replay.capacity} must hold at least one transition per task "
             f"({num_tasks} tasks)"
         )
-    _positive("eval.every", cfg.eval.every, allow_zero=True)
-    _positive("eval.episodes_per_task", cfg.eval.episodes_per_task)
-    _positive("log.every", cfg.log.every)
-    _positive("checkpoint.every", cfg.checkpoint.every, allow_zero=True)
-    _positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
+    check_positive("eval.every", cfg.eval.every, allow_zero=True)
+    check_positive("eval.episodes_per_task", cfg.eval.episodes_per_task)
+    check_positive("log.every", cfg.log.every)
+    check_positive("checkpoint.every", cfg.checkpoint.every, allow_zero=True)
+    check_positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
     if cfg.total_steps < num_envs:
         raise ConfigError(
             f"total_steps={cfg.total_steps} is less than one step of all {num_envs} envs"
         )
 
 
-def _validate_distral(cfg: TrainConfig) -> None:
-    a = cfg.agent
-    if not 0.0 <= a.distral_alpha <= 1.0:
-        raise ConfigError(f"agent.distral_alpha={a.distral_alpha!r} must be in [0, 1] "
-                          "(1: KL-only Distral)")
-    _positive("agent.distral_beta", a.distral_beta)
-    if a.distral_columns not in (1, 2):
-        raise ConfigError(_choice_msg("agent.distral_columns", a.distral_columns, (1, 2)))
-    if a.distral_columns == 2 and (a.name != "distral-a2c" or cfg.env.name not in DISCRETE_ENVS):
-        raise ConfigError(
-            "agent.distral_columns=2 (task logits α·h + β·f_i) is defined for discrete actions: "
-            f"it needs agent.name='distral-a2c' and a discrete env ({', '.join(DISCRETE_ENVS)}), "
-            f"not agent.name={a.name!r} on env.name={cfg.env.name!r}; allowed here: 1"
-        )
-    if a.distral_pi0_hidden is not None and any(
-            (not isinstance(h, int)) or h <= 0 for h in a.distral_pi0_hidden):
-        raise ConfigError(f"agent.distral_pi0_hidden={a.distral_pi0_hidden!r} must be a list "
-                          "of positive integers or null")
+def _validate_arch(ar: ArchConfig) -> None:
+    """Option names and sizes of ``agent.arch`` (the name lists are the modules' own)."""
+    from mtrl.modules.moe import GATINGS
+    from mtrl.modules.routing import ROUTER_MODES
+    from mtrl.modules.task_encoding import TASK_ENCODERS
 
-
-def parse_teacher_specs(entries: list[str], tasks: list[str]) -> dict[str, str]:
-    """``agent.distill_teachers`` → ``{task: path}`` for every task (see that field). A bare
-    path stands for each task not named; for a directory of teachers it becomes
-    ``DIR/<task>.zip`` or ``DIR/<task>`` where that exists. Raises ConfigError."""
-    named: dict[str, str] = {}
-    default: str | None = None
-    for e in entries:
-        if "=" in e:
-            task, path = (x.strip() for x in e.split("=", 1))
-            if task not in tasks:
-                raise ConfigError(f"agent.distill_teachers: {task!r} is not a task of this env; "
-                                  f"tasks: {', '.join(tasks)}")
-            if task in named:
-                raise ConfigError(f"agent.distill_teachers names task {task!r} twice")
-            named[task] = path
-        else:
-            if default is not None:
-                raise ConfigError("agent.distill_teachers has more than one bare path; give "
-                                  "the others as task=path")
-            default = e.strip()
-    missing = [t for t in tasks if t not in named]
-    if missing and default is None:
-        raise ConfigError(
-            f"agent.distill_teachers has no teacher for task(s) {', '.join(missing)}: give one "
-            "per task as task=path (a stable-baselines3 .zip or an mtrl run directory), or a "
-            "directory with <task>.zip files / an mtrl run directory trained on these tasks"
-        )
-    out = dict(named)
-    if default is not None:
-        from pathlib import Path
-
-        root = Path(default)
-        run = (root / "config.yaml").exists()  # one mtrl run for all these tasks
-        for t in missing:
-            hit = next((c for c in (root / f"{t}.zip", root / t) if c.exists()), None)
-            out[t] = default if run else str(hit or root / f"{t}.zip")
-    return {t: out[t] for t in tasks}
-
-
-def _validate_distill(cfg: TrainConfig, tasks: list[str]) -> None:
-    a = cfg.agent
-    if a.distill_loss not in DISTILL_LOSSES:
-        raise ConfigError(_choice_msg("agent.distill_loss", a.distill_loss, DISTILL_LOSSES))
-    if a.distill_data not in DISTILL_DATA:
-        raise ConfigError(_choice_msg("agent.distill_data", a.distill_data, DISTILL_DATA))
-    if not 0.0 <= a.distill_teacher_prob <= 1.0:
-        raise ConfigError(f"agent.distill_teacher_prob={a.distill_teacher_prob!r} must be in "
-                          "[0, 1]")
-    if a.distill_temperature is not None:
-        _positive("agent.distill_temperature", a.distill_temperature)
-    _positive("agent.distill_feature_coef", a.distill_feature_coef, allow_zero=True)
-    _positive("agent.lr", a.lr)
-    if not a.actor_hidden:
-        raise ConfigError("agent.actor_hidden=[] : the distillation student needs at least one "
-                          "hidden layer (its features)")
-    if a.actor_combiner != "mean" or a.critic_combiner != "mean":
-        raise ConfigError("agent.name='distill' averages its per-task losses; leave "
-                          "agent.actor_combiner and agent.critic_combiner at 'mean'")
-    parse_teacher_specs(list(a.distill_teachers), tasks)
-
-
-def _validate_on_policy(cfg: TrainConfig) -> None:
-    a = cfg.agent
-    if cfg.warmup_steps != 0:
-        raise ConfigError(
-            f"warmup_steps={cfg.warmup_steps}: agent.name={a.name!r} is on-policy and acts with "
-            "its own policy from the first step; set warmup_steps=0"
-        )
-    _positive("agent.n_steps", a.n_steps)
-    if not 0.0 <= a.gae_lambda <= 1.0:
-        raise ConfigError(f"agent.gae_lambda={a.gae_lambda!r} must be in [0, 1]")
-    _positive("agent.ent_coef", a.ent_coef, allow_zero=True)
-    _positive("agent.vf_coef", a.vf_coef)
-    _positive("agent.lr", a.lr)
-    _positive("agent.optim_eps", a.optim_eps)
-    if a.optimizer not in OPTIMIZER_NAMES:
-        raise ConfigError(_choice_msg("agent.optimizer", a.optimizer, OPTIMIZER_NAMES))
-    if not 0.0 < a.rmsprop_alpha < 1.0:
-        raise ConfigError(f"agent.rmsprop_alpha={a.rmsprop_alpha!r} must be in (0, 1)")
-    if a.torso not in TORSO_NAMES:
-        raise ConfigError(_choice_msg("agent.torso", a.torso, TORSO_NAMES))
-    if a.torso == "nature-cnn" and cfg.env.name not in IMAGE_ENVS:
-        raise ConfigError(
-            f"agent.torso='nature-cnn' needs image observations, but env.name={cfg.env.name!r} "
-            "has flat vectors; allowed here: auto, none"
-        )
-    if a.critic_combiner != "mean":
-        raise ConfigError(
-            f"agent.critic_combiner={a.critic_combiner!r}: {a.name} has one joint actor-critic "
-            "loss, combined by agent.actor_combiner; leave agent.critic_combiner='mean'"
-        )
+    if ar.task_encoder not in TASK_ENCODERS:
+        raise ConfigError(choice_message("agent.arch.task_encoder", ar.task_encoder,
+                                         TASK_ENCODERS))
+    if ar.gating not in GATINGS:
+        raise ConfigError(choice_message("agent.arch.gating", ar.gating, GATINGS))
+    if ar.router_mode not in ROUTER_MODES:
+        raise ConfigError(choice_message("agent.arch.router_mode", ar.router_mode,
+                                         ROUTER_MODES))
+    check_positive("agent.arch.router_diversity", ar.router_diversity, allow_zero=True)
+    for name in ("task_embedding_dim", "num_layers", "num_modules", "module_dim",
+                 "embedding_dim", "routing_dim", "num_experts", "router_depth",
+                 "router_modules", "router_temperature"):
+        check_positive(f"agent.arch.{name}", getattr(ar, name))
+    if len(ar.expert_hidden) == 0 or any(h <= 0 for h in ar.expert_hidden):
+        raise ConfigError(f"agent.arch.expert_hidden={ar.expert_hidden!r} must be a non-empty "
+                          "list of positive integers")
 
 
 def _validate_env(env: EnvConfig) -> None:
-    if env.name not in ENV_NAMES:
-        raise ConfigError(_choice_msg("env.name", env.name, ENV_NAMES))
-    if env.vector_strategy not in VECTOR_STRATEGIES:
-        raise ConfigError(_choice_msg("env.vector_strategy", env.vector_strategy,
-                                      VECTOR_STRATEGIES))
-    _positive("env.envs_per_task", env.envs_per_task)
-    is_mw = env.name in ("mt10", "mt25", "mt50", "metaworld")
-    if is_mw:
-        if env.envs_per_task != 1:
-            raise ConfigError(
-                f"env.envs_per_task={env.envs_per_task} is not supported for Meta-World "
-                "(one env per task, as in the benchmark); allowed: 1"
-            )
-        valid = metaworld_task_lists()["all"]
-        if env.name == "metaworld":
-            if not env.tasks:
-                raise ConfigError(
-                    "env.tasks is empty; env.name='metaworld' needs a list of Meta-World v3 task "
-                    f"names, e.g. --env.tasks reach-v3,push-v3. Valid names: {', '.join(valid)}"
-                )
-            bad = [t for t in env.tasks if t not in valid]
-            if bad:
-                raise ConfigError(
-                    f"env.tasks contains unknown Meta-World task(s) {bad}; valid names: "
-                    + ", ".join(valid)
-                )
-            if len(set(env.tasks)) != len(env.tasks):
-                raise ConfigError(f"env.tasks={env.tasks} lists a task twice")
-        elif env.tasks:
-            raise ConfigError(
-                f"env.tasks={env.tasks} is only used with env.name='metaworld' (a custom task "
-                f"list); {env.name} has a fixed task set"
-            )
-    elif env.name == "atari":
-        # Game names against the ROMs ale_py ships, and ranges; no emulator is built.
-        from mtrl.envs.atari import available_games
+    """The env's name, the fields every env uses, the registered env's own checks, and that
+    fields only other envs use keep their defaults."""
+    from mtrl.registry import ENVS
 
-        valid = available_games()
-        if not env.tasks:
+    entry = ENVS.get(env.name, "env.name")
+    check_positive("env.envs_per_task", env.envs_per_task)
+    used = set(entry["uses"])
+    defaults = EnvConfig()
+    for other in sorted({f for e in ENVS for f in e["uses"]} - used):
+        value, default = getattr(env, other), getattr(defaults, other)
+        if value != default:
+            users = [e.name for e in ENVS if other in e["uses"]]
             raise ConfigError(
-                "env.tasks is empty; env.name='atari' needs a list of games, e.g. "
-                f"--env.tasks Pong,Breakout. Valid names: {', '.join(valid)}"
+                f"env.{other}={value!r} is only used with env.name="
+                + " or ".join(repr(u) for u in users)
+                + f"; leave it at {default!r} for env.name={env.name!r}"
             )
-        bad = [t for t in env.tasks if t not in valid]
-        if bad:
+    if entry.check is not None:
+        entry.check(env)
+
+
+AGENT_SECTIONS = ("sac", "a2c", "ppo", "distral", "distill")
+
+
+def unused_field_message(cfg: TrainConfig, path: str) -> str | None:
+    """Why field ``path`` has no effect on a run of ``cfg`` (an algorithm section the chosen
+    agent does not read, or an env field the chosen env does not use), or None."""
+    from mtrl.registry import AGENTS, ENVS
+
+    parts = path.split(".")
+    if len(parts) >= 3 and parts[0] == "agent" and parts[1] in AGENT_SECTIONS:
+        used = AGENTS.get(cfg.agent.name, "agent.name").get("sections", ())
+        if parts[1] not in used:
+            users = [e.name for e in AGENTS if parts[1] in e.get("sections", ())]
+            return (f"{path} is not used by agent.name={cfg.agent.name!r} (the agent.{parts[1]}.* "
+                    f"fields belong to {', '.join(users)})")
+    if len(parts) == 2 and parts[0] == "env":
+        env_fields = {f for e in ENVS for f in e["uses"]}
+        if parts[1] in env_fields and parts[1] not in ENVS.get(cfg.env.name, "env.name")["uses"]:
+            users = [e.name for e in ENVS if parts[1] in e["uses"]]
+            return f"{path} is not used by env.name={cfg.env.name!r} (only by {', '.join(users)})"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Fields of mtrl 0.1's flat agent config, now in the algorithm sections
+
+#: ``agent.<old>`` → ``agent.<section>.<new>``. ``agent.lr`` belongs to the section of the
+#: agent that uses it (a2c, ppo or distill; not SAC, whose rates are agent.sac.*_lr).
+MOVED_FIELDS: dict[str, str] = {
+    **{f"agent.{k}": f"agent.sac.{k}" for k in (
+        "actor_lr", "critic_lr", "alpha_lr", "tau", "init_alpha", "target_entropy",
+        "log_std_min", "log_std_max", "max_q_value", "popart_actor_scale")},
+    **{f"agent.{k}": f"agent.a2c.{k}" for k in (
+        "n_steps", "gae_lambda", "ent_coef", "vf_coef", "optimizer", "optim_eps",
+        "rmsprop_alpha")},
+    **{f"agent.distral_{k}": f"agent.distral.{k}" for k in (
+        "alpha", "beta", "columns", "pi0_hidden", "pi0_task_input", "tune_entropy")},
+    **{f"agent.distill_{k}": f"agent.distill.{k}" for k in (
+        "teachers", "loss", "temperature", "feature_coef", "data", "teacher_prob", "squash")},
+}
+
+_LR_SECTION = {"mta2c": "a2c", "distral-a2c": "a2c", "mtppo": "ppo", "distill": "distill"}
+
+
+def moved_path(path: str, agent_name: str) -> str | None:
+    """The current path of a field of mtrl 0.1's flat agent config, for an agent named
+    ``agent_name`` (None if ``path`` did not move). Raises ConfigError for ``agent.lr`` with
+    an agent that has no single learning rate."""
+    if path in MOVED_FIELDS:
+        return MOVED_FIELDS[path]
+    if path == "agent.lr":
+        section = _LR_SECTION.get(agent_name)
+        if section is None:
             raise ConfigError(
-                f"env.tasks contains unknown Atari game(s) {bad}; valid names: "
-                + ", ".join(valid)
+                f"agent.lr is not used by agent.name={agent_name!r}; its learning rates are "
+                "agent.sac.actor_lr, agent.sac.critic_lr and agent.sac.alpha_lr"
             )
-        if len(set(env.tasks)) != len(env.tasks):
-            raise ConfigError(f"env.tasks={env.tasks} lists a game twice")
-        if not 0.0 <= env.sticky_actions <= 1.0:
-            raise ConfigError(f"env.sticky_actions={env.sticky_actions!r} must be in [0, 1]")
-        _positive("env.noop_max", env.noop_max, allow_zero=True)
-        _positive("env.frame_skip", env.frame_skip)
-        _positive("env.frame_stack", env.frame_stack)
-        _positive("env.num_threads", env.num_threads, allow_zero=True)
-        if env.max_episode_frames < env.frame_skip:
-            raise ConfigError(
-                f"env.max_episode_frames={env.max_episode_frames} must be >= env.frame_skip="
-                f"{env.frame_skip} (at least one agent step per episode)"
-            )
-    else:
-        if env.tasks:
-            raise ConfigError(
-                f"env.tasks={env.tasks} is only used with env.name='metaworld' or 'atari'"
-            )
-        if env.num_tasks < 1:
-            raise ConfigError(f"env.num_tasks={env.num_tasks} must be >= 1")
-        _positive("env.max_episode_steps", env.max_episode_steps)
-    if env.name != "atari":
-        defaults = EnvConfig()
-        for name in ("clip_rewards", "sticky_actions", "noop_max", "frame_skip", "frame_stack",
-                     "max_episode_frames", "num_threads"):
-            if getattr(env, name) != getattr(defaults, name):
-                raise ConfigError(
-                    f"env.{name}={getattr(env, name)!r} is only used with env.name='atari'; "
-                    f"leave it at {getattr(defaults, name)!r} for env.name={env.name!r}"
-                )
+        return f"agent.{section}.lr"
+    return None
+
+
+def _migrate_agent_dict(agent: dict[str, Any]) -> dict[str, Any]:
+    """A flat agent mapping of mtrl 0.1 (``config.yaml`` of an older run) in today's layout."""
+    out = dict(agent)
+    name = str(out.get("name", "mtsac"))
+    for key in list(out):
+        path = f"agent.{key}"
+        if path not in MOVED_FIELDS and path != "agent.lr":
+            continue
+        if path == "agent.lr" and name not in _LR_SECTION:
+            out.pop(key)  # SAC never used it
+            continue
+        new = moved_path(path, name)
+        assert new is not None
+        _, section, leaf = new.split(".")
+        out.setdefault(section, {})
+        if isinstance(out[section], dict):
+            out[section].setdefault(leaf, out[key])
+        out.pop(key)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -690,15 +679,23 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build a (nested) config dataclass from a plain dict; unknown keys are an error."""
+    """Build a (nested) config dataclass from a plain dict; unknown keys are an error (with the
+    closest field name). Flat agent fields of mtrl 0.1 are moved to their sections."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    if cls is AgentConfig:
+        data = _migrate_agent_dict(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        import difflib
+
+        hints = [f"{prefix}{u} (did you mean {prefix}{close[0]}?)" if close else prefix + u
+                 for u in unknown
+                 for close in [difflib.get_close_matches(u, list(fields), n=1)]]
         raise ConfigError(
-            f"unknown field(s) {', '.join(prefix + u for u in unknown)}; "
+            f"unknown field(s) {', '.join(hints)}; "
             f"allowed: {', '.join(prefix + f for f in fields)}"
         )
     kwargs = {}
@@ -731,15 +728,30 @@ def get_path(cfg: Any, path: str) -> Any:
     return obj
 
 
+def resolve_path(path: str, cfg: TrainConfig | None = None) -> str:
+    """The field path a command-line name stands for (``-`` or ``_``; mtrl 0.1's flat agent
+    names moved to their sections). Raises ConfigError for unknown names, with the closest
+    field."""
+    path = path.replace("-", "_")
+    paths = field_paths()
+    if path in paths:
+        return path
+    moved = moved_path(path, cfg.agent.name if cfg is not None else "mtsac")
+    if moved is not None:
+        return moved
+    import difflib
+
+    close = difflib.get_close_matches(path, list(paths), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(f"unknown config field '{path}'{hint} (`mtrl presets PRESET` lists a "
+                      "preset's fields)")
+
+
 def set_override(cfg: TrainConfig, path: str, raw: str) -> None:
     """Apply a command-line override ``path=raw`` (path with '-' or '_'), parsing ``raw``
     according to the field's type."""
-    path = path.replace("-", "_")
+    path = resolve_path(path, cfg)
     paths = field_paths()
-    if path not in paths:
-        raise ConfigError(
-            f"unknown config field '{path}'; overridable fields: {', '.join(sorted(paths))}"
-        )
     value = parse_value(raw, paths[path], path)
     *parents, leaf = path.split(".")
     obj: Any = cfg

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mtrl.config import (
+    A2CConfig,
     AgentConfig,
     CheckpointConfig,
     ConfigError,
+    DistillConfig,
     EnvConfig,
     EvalConfig,
     LogConfig,
     ReplayConfig,
+    SACConfig,
     TrainConfig,
 )
 
@@ -28,10 +31,7 @@ def _toy_mtsac() -> TrainConfig:
             actor_hidden=[64, 64],
             critic_hidden=[64, 64],
             batch_size=256,
-            actor_lr=1e-3,
-            critic_lr=1e-3,
-            alpha_lr=1e-3,
-            init_alpha=0.1,
+            sac=SACConfig(actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, init_alpha=0.1),
         ),
         replay=ReplayConfig(capacity=100_000),
         eval=EvalConfig(every=8_000, episodes_per_task=10),
@@ -56,7 +56,7 @@ def _metaworld_mtsac(name: str) -> TrainConfig:
         total_steps=2_000_000 * num_tasks,
         warmup_steps=4_000 * vec,
         env=EnvConfig(name=name),
-        agent=AgentConfig(batch_size=batch, max_q_value=5000.0),
+        agent=AgentConfig(batch_size=batch, sac=SACConfig(max_q_value=5000.0)),
         replay=ReplayConfig(capacity=1_000_000),
         eval=EvalConfig(every=20_000 * vec, episodes_per_task=50),
         log=LogConfig(every=500 * vec),
@@ -187,15 +187,11 @@ def _toy_a2c() -> TrainConfig:
             name="mta2c",
             actor_hidden=[64, 64],
             critic_hidden=[64, 64],
-            n_steps=5,
             gamma=0.99,
-            gae_lambda=1.0,
-            lr=2e-3,
-            ent_coef=0.01,
-            vf_coef=0.5,
             grad_clip=0.5,
             popart=True,
             popart_beta=1e-2,
+            a2c=A2CConfig(n_steps=5, gae_lambda=1.0, lr=2e-3, ent_coef=0.01, vf_coef=0.5),
         ),
         eval=EvalConfig(every=40_000, episodes_per_task=10),
         log=LogConfig(every=4_000),
@@ -218,16 +214,12 @@ def _mt10_a2c() -> TrainConfig:
             name="mta2c",
             actor_hidden=[400, 400],
             critic_hidden=[400, 400],
-            n_steps=5,
             gamma=0.99,
-            gae_lambda=0.95,
-            optimizer="adam",
-            lr=3e-4,
-            ent_coef=0.0,
-            vf_coef=0.5,
             grad_clip=0.5,
             popart=True,
             popart_beta=3e-4,
+            a2c=A2CConfig(n_steps=5, gae_lambda=0.95, optimizer="adam", lr=3e-4, ent_coef=0.0,
+                          vf_coef=0.5),
         ),
         eval=EvalConfig(every=200_000, episodes_per_task=50),
         log=LogConfig(every=5_000),
@@ -264,18 +256,12 @@ def _atari_a2c(name: str, games: list[str], *, popart: bool) -> TrainConfig:
             name="mta2c",
             actor_hidden=[],
             critic_hidden=[],
-            n_steps=5,
             gamma=0.99,
-            gae_lambda=1.0,
-            optimizer="rmsprop-tf",
-            lr=7e-4,
-            rmsprop_alpha=0.99,
-            optim_eps=1e-5,
-            ent_coef=0.01,
-            vf_coef=0.5,
             grad_clip=0.5,
             popart=popart,
             popart_beta=3e-4,
+            a2c=A2CConfig(n_steps=5, gae_lambda=1.0, optimizer="rmsprop-tf", lr=7e-4,
+                          rmsprop_alpha=0.99, optim_eps=1e-5, ent_coef=0.01, vf_coef=0.5),
         ),
         eval=EvalConfig(every=1_000_000 * n, episodes_per_task=3, deterministic=False),
         log=LogConfig(every=2_000 * n),
@@ -306,7 +292,7 @@ def _toy_distral() -> TrainConfig:
     the A2C entropy bonus (Distral's reward carries the entropy and KL terms).
 
     Task-policy success over seeds 0/1/2 here: 0.975 / 0.975 / 1.0. The two-column variant
-    (``--agent.distral-columns 2``) reached 0.70 / 0.85 / 0.95: on this toy the goals are each
+    (``--agent.distral.columns 2``) reached 0.70 / 0.85 / 0.95: on this toy the goals are each
     other's traps, so the shared logits h that two columns add to every task policy pull the
     tasks against each other."""
     cfg = _toy_a2c()
@@ -316,17 +302,17 @@ def _toy_distral() -> TrainConfig:
     a.actor_arch = "separate"
     a.critic_arch = "separate"
     a.popart = True
-    a.ent_coef = 0.0
-    a.distral_alpha = 0.5
-    a.distral_beta = 20.0
-    a.distral_columns = 1
+    a.a2c.ent_coef = 0.0
+    a.distral.alpha = 0.5
+    a.distral.beta = 20.0
+    a.distral.columns = 1
     return cfg
 
 
 def _toy_distral_sac() -> TrainConfig:
     """Distral on SAC (one column) on the 4-goal continuous point-reach toy: separate task
     actors and critics (``separate``), a shared π0 of the observation only, c_KL = α/β with
-    α = 0.5, β = 20, and each task's entropy weight tuned by SAC (``distral_tune_entropy``);
+    α = 0.5, β = 20, and each task's entropy weight tuned by SAC (``agent.distral.tune_entropy``);
     otherwise ``toy-mtsac``."""
     cfg = _toy_mtsac()
     cfg.preset = "toy-distral-sac"
@@ -334,8 +320,8 @@ def _toy_distral_sac() -> TrainConfig:
     a.name = "distral-sac"
     a.actor_arch = "separate"
     a.critic_arch = "separate"
-    a.distral_alpha = 0.5
-    a.distral_beta = 20.0
+    a.distral.alpha = 0.5
+    a.distral.beta = 20.0
     return cfg
 
 
@@ -352,8 +338,8 @@ def _mt10_distral() -> TrainConfig:
     a.name = "distral-sac"
     a.actor_arch = "separate"
     a.critic_arch = "separate"
-    a.distral_alpha = 0.5
-    a.distral_beta = 100.0
+    a.distral.alpha = 0.5
+    a.distral.beta = 100.0
     return cfg
 
 
@@ -371,11 +357,11 @@ def _atari6_distral() -> TrainConfig:
     a.name = "distral-a2c"
     a.actor_arch = "separate"
     a.critic_arch = "separate"
-    a.ent_coef = 0.0
-    a.distral_alpha = 0.5
-    a.distral_beta = 100.0
-    a.distral_columns = 2
-    a.distral_pi0_hidden = []
+    a.a2c.ent_coef = 0.0
+    a.distral.alpha = 0.5
+    a.distral.beta = 100.0
+    a.distral.columns = 2
+    a.distral.pi0_hidden = []
     return cfg
 
 
@@ -398,11 +384,8 @@ def _toy_distill() -> TrainConfig:
             actor_hidden=[64, 64],
             critic_hidden=[64, 64],
             batch_size=256,
-            lr=1e-3,
-            distill_teachers=["runs/toy-teachers"],
-            distill_loss="kl",
-            distill_data="mix",
-            distill_teacher_prob=0.5,
+            distill=DistillConfig(teachers=["runs/toy-teachers"], loss="kl", data="mix",
+                                  teacher_prob=0.5, lr=1e-3),
         ),
         replay=ReplayConfig(capacity=50_000),
         eval=EvalConfig(every=10_000, episodes_per_task=20),

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.agents.distill import Teacher, TeacherOutput
+from mtrl.errors import ConfigError
 
 # Logit of actions a teacher does not have (minimal Atari action sets): probability 0 after any
 # temperature, finite so that 0 · log 0 terms stay 0 in the KL.
@@ -304,3 +305,42 @@ def load_teacher(spec: str | Path, task: str, *, obs_space: gym.Space[Any],
         f"teacher {spec!r} for task {task!r} {what}: a teacher is a stable-baselines3 model "
         "file (.zip, PPO/A2C/DQN/SAC) or an mtrl run directory (with config.yaml)"
     )
+
+
+def parse_teacher_specs(entries: list[str], tasks: list[str]) -> dict[str, str]:
+    """``agent.distill.teachers`` → ``{task: path}`` for every task (see that field). A bare
+    path stands for each task not named; for a directory of teachers it becomes
+    ``DIR/<task>.zip`` or ``DIR/<task>`` where that exists. Raises ConfigError."""
+    named: dict[str, str] = {}
+    default: str | None = None
+    for e in entries:
+        if "=" in e:
+            task, path = (x.strip() for x in e.split("=", 1))
+            if task not in tasks:
+                raise ConfigError(f"agent.distill.teachers: {task!r} is not a task of this env; "
+                                  f"tasks: {', '.join(tasks)}")
+            if task in named:
+                raise ConfigError(f"agent.distill.teachers names task {task!r} twice")
+            named[task] = path
+        else:
+            if default is not None:
+                raise ConfigError("agent.distill.teachers has more than one bare path; give "
+                                  "the others as task=path")
+            default = e.strip()
+    missing = [t for t in tasks if t not in named]
+    if missing and default is None:
+        raise ConfigError(
+            f"agent.distill.teachers has no teacher for task(s) {', '.join(missing)}: give one "
+            "per task as task=path (a stable-baselines3 .zip or an mtrl run directory), or a "
+            "directory with <task>.zip files / an mtrl run directory trained on these tasks"
+        )
+    out = dict(named)
+    if default is not None:
+        from pathlib import Path
+
+        root = Path(default)
+        run = (root / "config.yaml").exists()  # one mtrl run for all these tasks
+        for t in missing:
+            hit = next((c for c in (root / f"{t}.zip", root / t) if c.exists()), None)
+            out[t] = default if run else str(hit or root / f"{t}.zip")
+    return {t: out[t] for t in tasks}

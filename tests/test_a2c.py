@@ -261,12 +261,13 @@ def test_config_errors_name_the_field():
     with pytest.raises(C.ConfigError, match=r"agent\.torso='nature-cnn'"):
         C.validate(cfg)
     cfg = get_preset("toy-a2c")
-    cfg.agent.gae_lambda = 1.5
-    with pytest.raises(C.ConfigError, match=r"agent\.gae_lambda"):
+    cfg.agent.a2c.gae_lambda = 1.5
+    with pytest.raises(C.ConfigError, match=r"agent\.a2c\.gae_lambda"):
         C.validate(cfg)
     cfg = get_preset("toy-a2c")
-    cfg.agent.optimizer = "sgd"
-    with pytest.raises(C.ConfigError, match=r"agent\.optimizer='sgd'.*rmsprop, rmsprop-tf, adam"):
+    cfg.agent.a2c.optimizer = "sgd"
+    with pytest.raises(C.ConfigError,
+                       match=r"agent\.a2c\.optimizer='sgd'.*rmsprop, rmsprop-tf, adam"):
         C.validate(cfg)
     cfg = get_preset("toy-a2c")
     cfg.agent.name = "mtsac"
@@ -347,7 +348,7 @@ def test_atari_a2c_run_logs_returns_hns_and_popart_and_evaluates(tmp_path):
     cfg.env.envs_per_task = 2
     cfg.env.max_episode_frames = 400  # 100-step episodes: several end within the run
     cfg.total_steps = 800
-    cfg.agent.n_steps = 5
+    cfg.agent.a2c.n_steps = 5
     cfg.eval.every = 0
     cfg.eval.episodes_per_task = 1
     cfg.log.every = 200

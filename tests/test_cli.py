@@ -49,7 +49,7 @@ def test_batch_not_divisible(capsys, no_env):
 @pytest.mark.parametrize(
     ("argv", "expect"),
     [
-        (["--agent.actor-lr", "-1"], "agent.actor_lr=-1.0 must be > 0"),
+        (["--agent.actor-lr", "-1"], "agent.sac.actor_lr=-1.0 must be > 0"),
         (["--total-steps", "0"], "total_steps=0 must be > 0"),
         (["--replay.capacity", "0"], "replay.capacity=0 must be > 0"),
         (["--agent.critic-hidden", "400,-1"], "agent.critic_hidden"),

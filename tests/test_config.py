@@ -23,7 +23,7 @@ def test_meta_world_presets_use_the_baseline_hyperparameters():
     assert mt10.agent.actor_hidden == [400, 400] and mt10.agent.critic_hidden == [400, 400]
     assert mt10.agent.batch_size == 1280 and mt10.agent.batch_size // 10 == 128
     assert mt10.replay.capacity == 1_000_000
-    assert (mt10.agent.actor_lr, mt10.agent.gamma, mt10.agent.tau) == (3e-4, 0.99, 0.005)
+    assert (mt10.agent.sac.actor_lr, mt10.agent.gamma, mt10.agent.sac.tau) == (3e-4, 0.99, 0.005)
     assert mt10.updates_per_step == 1
     mt50 = get_preset("mt50-mtsac")
     assert mt50.agent.batch_size % 50 == 0
@@ -47,13 +47,13 @@ def test_batch_not_divisible_names_field_and_suggests_values():
 @pytest.mark.parametrize(
     ("path", "value", "expect"),
     [
-        ("agent.actor_lr", 0.0, "agent.actor_lr=0.0 must be > 0"),
-        ("agent.critic_lr", -1e-3, "agent.critic_lr"),
+        ("agent.sac.actor_lr", 0.0, "agent.sac.actor_lr=0.0 must be > 0"),
+        ("agent.sac.critic_lr", -1e-3, "agent.sac.critic_lr"),
         ("agent.batch_size", 0, "agent.batch_size=0 must be > 0"),
         ("replay.capacity", -5, "replay.capacity"),
         ("total_steps", 0, "total_steps=0 must be > 0"),
         ("agent.gamma", 1.0, "agent.gamma=1.0 must be in [0, 1)"),
-        ("agent.tau", 0.0, "agent.tau"),
+        ("agent.sac.tau", 0.0, "agent.sac.tau"),
         ("eval.episodes_per_task", 0, "eval.episodes_per_task"),
         ("checkpoint.keep_last", 0, "checkpoint.keep_last"),
         ("device", "tpu", "device='tpu' is not valid; allowed: auto, cpu, cuda"),
@@ -117,7 +117,7 @@ def test_overrides_parse_by_field_type():
     assert cfg.agent.batch_size == 640
     assert cfg.agent.actor_hidden == [256, 256, 256]
     assert cfg.agent.grad_clip is None
-    assert cfg.agent.max_q_value == 100.0
+    assert cfg.agent.sac.max_q_value == 100.0
     assert cfg.eval.final is False
     assert cfg.total_steps == 1_000_000
     assert cfg.env.tasks == ["reach-v3", "push-v3"]

@@ -10,6 +10,7 @@ import pytest
 from mtrl import config as C
 from mtrl.cli import main
 from mtrl.presets import get_preset
+from mtrl.teachers import parse_teacher_specs
 
 pytest.importorskip("stable_baselines3")
 
@@ -70,7 +71,7 @@ def test_distill_takes_teachers_per_task_and_from_an_mtrl_run(tmp_path, sb3_teac
                "--warmup-steps", "300", "--eval.episodes-per-task", "1"])
     assert rc == 0
     saved = C.load_yaml((run / "config.yaml").read_text())
-    specs = C.parse_teacher_specs(saved.agent.distill_teachers, ["goal-0", "goal-1", "goal-2"])
+    specs = parse_teacher_specs(saved.agent.distill.teachers, ["goal-0", "goal-1", "goal-2"])
     assert specs == {"goal-0": str(tmp_path / "a2c"),
                      "goal-1": str(sb3_teachers / "goal-1.zip"),
                      "goal-2": str(tmp_path / "a2c")}
@@ -86,15 +87,15 @@ def test_distill_takes_teachers_per_task_and_from_an_mtrl_run(tmp_path, sb3_teac
 
 def test_distill_config_errors_come_before_any_env(tmp_path, capsys, monkeypatch):
     cfg = get_preset("toy-distill")
-    cfg.agent.distill_teachers = []
+    cfg.agent.distill.teachers = []
     with pytest.raises(C.ConfigError, match=r"no teacher for task\(s\) goal-0, goal-1"):
         C.validate(cfg)
-    cfg.agent.distill_teachers = ["goal-9=x.zip"]
+    cfg.agent.distill.teachers = ["goal-9=x.zip"]
     with pytest.raises(C.ConfigError, match=r"'goal-9' is not a task of this env"):
         C.validate(cfg)
-    cfg.agent.distill_teachers = [str(tmp_path)]
-    cfg.agent.distill_data = "expert"
-    with pytest.raises(C.ConfigError, match=r"agent.distill_data='expert'.*teacher, student"):
+    cfg.agent.distill.teachers = [str(tmp_path)]
+    cfg.agent.distill.data = "expert"
+    with pytest.raises(C.ConfigError, match=r"agent.distill.data='expert'.*teacher, student"):
         C.validate(cfg)
     rc = main(["distill", "toy-distill", "--teacher", "goal-0=/nonexistent/t.zip",
                "--teachers", str(tmp_path), "--run-dir", str(tmp_path / "r")])
@@ -152,7 +153,7 @@ def test_atari_distill_maps_minimal_action_sets_and_keeps_uint8_states(tmp_path)
     cfg.env.tasks = ["Pong", "Breakout"]
     cfg.env.envs_per_task = 2
     cfg.env.max_episode_frames = 400
-    cfg.agent.distill_teachers = [str(tmp_path)]
+    cfg.agent.distill.teachers = [str(tmp_path)]
     cfg.agent.batch_size = 8
     cfg.total_steps, cfg.warmup_steps = 64, 16
     cfg.replay.capacity = 200

@@ -268,12 +268,12 @@ def test_pi0_acts_with_pi0_and_task_policies_with_their_own_networks():
 # ----------------------------------------------------------------------------- config
 def test_distral_config_errors_name_the_field():
     cfg = get_preset("toy-distral-sac")
-    cfg.agent.distral_columns = 2
-    with pytest.raises(C.ConfigError, match=r"agent.distral_columns=2.*allowed here: 1"):
+    cfg.agent.distral.columns = 2
+    with pytest.raises(C.ConfigError, match=r"agent.distral.columns=2.*allowed here: 1"):
         C.validate(cfg)
     cfg = get_preset("toy-distral")
-    cfg.agent.distral_alpha = 1.5
-    with pytest.raises(C.ConfigError, match=r"agent.distral_alpha=1.5"):
+    cfg.agent.distral.alpha = 1.5
+    with pytest.raises(C.ConfigError, match=r"agent.distral.alpha=1.5"):
         C.validate(cfg)
     cfg = get_preset("toy-distral")
     cfg.agent.name = "distral-sac"

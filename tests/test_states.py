@@ -43,7 +43,7 @@ def test_save_load_roundtrip_continues_the_same_samples(tmp_path):
 def _tiny_distill(tmp_path, teacher, total):
     cfg = get_preset("toy-distill")
     cfg.env.num_tasks = 2
-    cfg.agent.distill_teachers = [str(teacher)]
+    cfg.agent.distill.teachers = [str(teacher)]
     cfg.agent.actor_hidden = [16]
     cfg.agent.batch_size = 16
     cfg.total_steps, cfg.warmup_steps = total, 32

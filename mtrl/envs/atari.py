@@ -46,6 +46,7 @@ import numpy as np
 
 from mtrl.envs.atari_scores import REFERENCE_SCORES, human_normalized_score
 from mtrl.envs.base import MultiTaskVectorEnv
+from mtrl.registry import register_env
 
 NUM_ACTIONS = 18
 FRAME_SIZE = 84
@@ -428,3 +429,55 @@ def make_atari_env(
             "ale_py": ale_py.__version__,
         },
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration: env.name = atari (the games in env.tasks)
+
+
+def _check_atari(cfg: Any) -> None:
+    """Game names against the ROMs ale_py ships, and ranges; no emulator is built."""
+    from mtrl.errors import ConfigError
+
+    valid = available_games()
+    if not cfg.tasks:
+        raise ConfigError(
+            "env.tasks is empty; env.name='atari' needs a list of games, e.g. "
+            f"--env.tasks Pong,Breakout. Valid names: {', '.join(valid)}"
+        )
+    bad = [t for t in cfg.tasks if t not in valid]
+    if bad:
+        raise ConfigError(f"env.tasks contains unknown Atari game(s) {bad}; valid names: "
+                          + ", ".join(valid))
+    if len(set(cfg.tasks)) != len(cfg.tasks):
+        raise ConfigError(f"env.tasks={cfg.tasks} lists a game twice")
+    if not 0.0 <= cfg.sticky_actions <= 1.0:
+        raise ConfigError(f"env.sticky_actions={cfg.sticky_actions!r} must be in [0, 1]")
+    for name in ("noop_max", "num_threads"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"env.{name}={getattr(cfg, name)!r} must be >= 0")
+    for name in ("frame_skip", "frame_stack"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"env.{name}={getattr(cfg, name)!r} must be > 0")
+    if cfg.max_episode_frames < cfg.frame_skip:
+        raise ConfigError(
+            f"env.max_episode_frames={cfg.max_episode_frames} must be >= env.frame_skip="
+            f"{cfg.frame_skip} (at least one agent step per episode)"
+        )
+
+
+def _build_atari(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False
+                 ) -> AtariMultiTaskEnv:
+    # Frames are always available (render_frames shows the agent's view): render is moot.
+    return make_atari_env(
+        cfg.tasks, 1 if evaluation else cfg.envs_per_task, seed=seed, evaluation=evaluation,
+        clip_rewards=cfg.clip_rewards, repeat_action_probability=cfg.sticky_actions,
+        noop_max=cfg.noop_max, frame_skip=cfg.frame_skip, frame_stack=cfg.frame_stack,
+        max_episode_frames=cfg.max_episode_frames, num_threads=cfg.num_threads,
+    )
+
+
+register_env("atari", _build_atari, task_names=lambda cfg: list(cfg.tasks), check=_check_atari,
+             discrete=True, image=True,
+             uses=("tasks", "clip_rewards", "sticky_actions", "noop_max", "frame_skip",
+                   "frame_stack", "max_episode_frames", "num_threads"))

@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from mtrl.envs.base import MultiTaskVectorEnv
+from mtrl.registry import register_env
 
 EPISODE_LENGTH = 500
 GOALS_PER_TASK = 50
@@ -177,3 +178,61 @@ def _version(pkg: str) -> str:
         return version(pkg)
     except PackageNotFoundError:
         return "not installed"
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration: env.name = mt10 | mt25 | mt50 | metaworld (a custom task list in env.tasks)
+
+
+def metaworld_task_lists() -> dict[str, list[str]]:
+    """The MT10/MT25/MT50 task names in Meta-World's own order, and all v3 tasks."""
+    from metaworld import env_dict
+
+    return {
+        "mt10": list(env_dict.MT10_V3.keys()),
+        "mt25": list(env_dict.MT25_V3.keys()),
+        "mt50": list(env_dict.MT50_V3.keys()),
+        "all": list(env_dict.ALL_V3_ENVIRONMENTS.keys()),
+    }
+
+
+def _check_metaworld(cfg: Any) -> None:
+    from mtrl.errors import ConfigError
+
+    if cfg.envs_per_task != 1:
+        raise ConfigError(
+            f"env.envs_per_task={cfg.envs_per_task} is not supported for Meta-World "
+            "(one env per task, as in the benchmark); allowed: 1"
+        )
+    if cfg.vector_strategy not in ("sync", "async"):
+        raise ConfigError(f"env.vector_strategy={cfg.vector_strategy!r} is not valid; "
+                          "allowed: sync, async")
+    if cfg.name != "metaworld":
+        return
+    valid = metaworld_task_lists()["all"]
+    if not cfg.tasks:
+        raise ConfigError(
+            "env.tasks is empty; env.name='metaworld' needs a list of Meta-World v3 task "
+            f"names, e.g. --env.tasks reach-v3,push-v3. Valid names: {', '.join(valid)}"
+        )
+    bad = [t for t in cfg.tasks if t not in valid]
+    if bad:
+        raise ConfigError(f"env.tasks contains unknown Meta-World task(s) {bad}; valid names: "
+                          + ", ".join(valid))
+    if len(set(cfg.tasks)) != len(cfg.tasks):
+        raise ConfigError(f"env.tasks={cfg.tasks} lists a task twice")
+
+
+def _build_metaworld(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False
+                     ) -> MetaWorldMultiTaskEnv:
+    return make_metaworld_env(cfg.name, cfg.tasks, seed=seed,
+                              vector_strategy=cfg.vector_strategy, evaluation=evaluation,
+                              render=render)
+
+
+for _name in _STANDARD:
+    register_env(_name, _build_metaworld,
+                 task_names=lambda cfg: metaworld_task_lists()[cfg.name],
+                 check=_check_metaworld, uses=("vector_strategy",))
+register_env("metaworld", _build_metaworld, task_names=lambda cfg: list(cfg.tasks),
+             check=_check_metaworld, uses=("tasks", "vector_strategy"))

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from mtrl.envs.base import MultiTaskVectorEnv
+from mtrl.registry import register_env
 
 _DISCRETE_MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.float64)
 
@@ -293,3 +294,38 @@ class PointReachTaskEnv(gym.Env):  # type: ignore[type-arg]
             self.inner._needs_reset[:] = True
         return (obs[k].copy(), float(reward[k]), bool(terminated[k]), bool(truncated[k]),
                 {"success": bool(info["success"][k])})
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration: env.name = toy-reach | toy-reach-discrete
+
+
+def _toy_task_names(cfg: Any) -> list[str]:
+    return [f"goal-{k}" for k in range(cfg.num_tasks)]
+
+
+def _check_toy(cfg: Any) -> None:
+    from mtrl.errors import ConfigError
+
+    if cfg.num_tasks < 1:
+        raise ConfigError(f"env.num_tasks={cfg.num_tasks} must be >= 1")
+    if cfg.max_episode_steps <= 0:
+        raise ConfigError(f"env.max_episode_steps={cfg.max_episode_steps!r} must be > 0")
+
+
+def _toy_builder(discrete: bool) -> Any:
+    def build(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False
+              ) -> ToyMultiTaskEnv:
+        env = make_toy_env(cfg.num_tasks, envs_per_task=1 if evaluation else cfg.envs_per_task,
+                           discrete=discrete, max_episode_steps=cfg.max_episode_steps,
+                           seed=seed, evaluation=evaluation)
+        if evaluation:
+            env.set_terminate_on_success(True)
+        return env
+
+    return build
+
+
+for _name, _discrete in (("toy-reach", False), ("toy-reach-discrete", True)):
+    register_env(_name, _toy_builder(_discrete), task_names=_toy_task_names, check=_check_toy,
+                 discrete=_discrete, uses=("num_tasks", "max_episode_steps"))

@@ -16,13 +16,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from mtrl.config import ARCH_NAMES as ARCHITECTURES
 from mtrl.modules.mlp import mlp
 from mtrl.modules.task_encoding import make_task_encoder
+from mtrl.registry import ARCHITECTURES, register_architecture
 
 
 class TaskNet(nn.Module):
@@ -131,41 +132,70 @@ class SeparateNet(TaskNet):
 
 def build_net(arch: str, in_dim: int, out_dim: int, num_tasks: int, hidden: Sequence[int],
               cfg: object | None = None) -> TaskNet:
-    """The network ``arch`` (see :data:`ARCHITECTURES`) with sizes from ``hidden`` (mlp,
-    multihead, separate) and from an :class:`~mtrl.config.ArchConfig` ``cfg`` (everything else)."""
+    """The registered architecture ``arch`` (:data:`mtrl.registry.ARCHITECTURES`) with sizes
+    from ``hidden`` (mlp, multihead, separate) and from an :class:`~mtrl.config.ArchConfig`
+    ``cfg`` (everything else)."""
     from mtrl.config import ArchConfig
+    from mtrl.errors import ConfigError
 
     c = cfg if isinstance(cfg, ArchConfig) else ArchConfig()
-    if arch == "mlp":
-        return MLPNet(in_dim, out_dim, num_tasks, hidden, c.task_encoder, c.task_embedding_dim)
-    if arch == "multihead":
-        return MultiHeadNet(in_dim, out_dim, num_tasks, hidden, c.task_encoder,
-                            c.task_embedding_dim)
-    if arch == "separate":
-        return SeparateNet(in_dim, out_dim, num_tasks, hidden)
-    if arch == "soft-modular":
-        from mtrl.modules.soft_modular import SoftModularNet
+    try:
+        entry = ARCHITECTURES.get(arch, "architecture")
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return entry.build(in_dim, out_dim, num_tasks, list(hidden), c)
 
-        return SoftModularNet(
-            in_dim, out_dim, num_tasks,
-            num_layers=c.num_layers, num_modules=c.num_modules, module_dim=c.module_dim,
-            embedding_dim=c.embedding_dim, routing_dim=c.routing_dim,
-        )
-    if arch == "routing":
-        from mtrl.modules.routing import RoutingNet
 
-        return RoutingNet(
-            in_dim, out_dim, num_tasks, depth=c.router_depth, num_modules=c.router_modules,
-            module_dim=c.module_dim, allow_pass=c.router_pass, mode=c.router_mode,
-            temperature=c.router_temperature, diversity=c.router_diversity,
-            task_input=c.router_task_input,
-        )
-    if arch == "moe":
-        from mtrl.modules.moe import MixtureOfExpertsNet
+# ----------------------------------------------------------------------------------------------
+# Registration of the built-in architectures
 
-        return MixtureOfExpertsNet(
-            in_dim, out_dim, num_tasks, hidden,
-            num_experts=c.num_experts, expert_hidden=list(c.expert_hidden), gating=c.gating,
-            task_encoder=c.task_encoder, task_embedding_dim=c.task_embedding_dim,
-        )
-    raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+
+@register_architecture("mlp")
+def _mlp(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -> TaskNet:
+    return MLPNet(in_dim, out_dim, num_tasks, hidden, c.task_encoder, c.task_embedding_dim)
+
+
+@register_architecture("multihead")
+def _multihead(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -> TaskNet:
+    return MultiHeadNet(in_dim, out_dim, num_tasks, hidden, c.task_encoder,
+                        c.task_embedding_dim)
+
+
+@register_architecture("separate")
+def _separate(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -> TaskNet:
+    return SeparateNet(in_dim, out_dim, num_tasks, hidden)
+
+
+@register_architecture("soft-modular")
+def _soft_modular(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any
+                  ) -> TaskNet:
+    from mtrl.modules.soft_modular import SoftModularNet
+
+    return SoftModularNet(
+        in_dim, out_dim, num_tasks,
+        num_layers=c.num_layers, num_modules=c.num_modules, module_dim=c.module_dim,
+        embedding_dim=c.embedding_dim, routing_dim=c.routing_dim,
+    )
+
+
+@register_architecture("routing")
+def _routing(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -> TaskNet:
+    from mtrl.modules.routing import RoutingNet
+
+    return RoutingNet(
+        in_dim, out_dim, num_tasks, depth=c.router_depth, num_modules=c.router_modules,
+        module_dim=c.module_dim, allow_pass=c.router_pass, mode=c.router_mode,
+        temperature=c.router_temperature, diversity=c.router_diversity,
+        task_input=c.router_task_input,
+    )
+
+
+@register_architecture("moe")
+def _moe(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -> TaskNet:
+    from mtrl.modules.moe import MixtureOfExpertsNet
+
+    return MixtureOfExpertsNet(
+        in_dim, out_dim, num_tasks, hidden,
+        num_experts=c.num_experts, expert_hidden=list(c.expert_hidden), gating=c.gating,
+        task_encoder=c.task_encoder, task_embedding_dim=c.task_embedding_dim,
+    )

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from mtrl.optim.combiners import GradientCombiner
+from mtrl.registry import register_combiner
 
 #: Floor of denominators made of losses (an initial or a window-mean loss of exactly 0).
 _LOSS_EPS = 1e-12
@@ -365,3 +366,12 @@ class DWACombiner(GradientCombiner):
         self.prev1 = _take(state, "prev1")
         self.prev2 = _take(state, "prev2")
         self.lam = _take(state, "lam")
+
+
+register_combiner("gradnorm", lambda cfg: GradNormCombiner(
+    cfg.diagnostics_every, alpha=cfg.gradnorm_alpha, lr=cfg.weight_lr), balances_losses=True)
+register_combiner("uncertainty", lambda cfg: UncertaintyCombiner(
+    cfg.diagnostics_every, lr=cfg.weight_lr), balances_losses=True)
+register_combiner("dwa", lambda cfg: DWACombiner(
+    cfg.diagnostics_every, temperature=cfg.dwa_temperature, window=cfg.dwa_window),
+    balances_losses=True)

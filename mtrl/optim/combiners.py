@@ -29,9 +29,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from mtrl.config import COMBINER_NAMES, CombinerConfig
+from mtrl.config import CombinerConfig
 from mtrl.optim.pcgrad import conflict_fraction, cosine_matrix, pcgrad_weights, random_orders
 from mtrl.optim.task_grads import TaskGradients, TaskGradientTracker
+from mtrl.registry import COMBINERS, register_combiner
 
 
 class Combiner(Protocol):
@@ -172,22 +173,16 @@ class PCGradCombiner(GradientCombiner):
 
 
 def make_combiner(name: str, cfg: CombinerConfig | None = None) -> GradientCombiner:
-    """The combiner called ``name`` with the options of ``cfg`` (defaults if None)."""
-    cfg = cfg or CombinerConfig()
-    if name == "mean":
-        return MeanCombiner(cfg.diagnostics_every)
-    if name == "pcgrad":
-        return PCGradCombiner(cfg.diagnostics_every)
-    import mtrl.optim.balancing as balancing
+    """The registered combiner ``name`` (:data:`mtrl.registry.COMBINERS`) with the options of
+    ``cfg`` (defaults if None)."""
+    from mtrl.errors import ConfigError
 
-    if name == "gradnorm":
-        return balancing.GradNormCombiner(
-            cfg.diagnostics_every, alpha=cfg.gradnorm_alpha, lr=cfg.weight_lr
-        )
-    if name == "uncertainty":
-        return balancing.UncertaintyCombiner(cfg.diagnostics_every, lr=cfg.weight_lr)
-    if name == "dwa":
-        return balancing.DWACombiner(
-            cfg.diagnostics_every, temperature=cfg.dwa_temperature, window=cfg.dwa_window
-        )
-    raise ValueError(f"unknown combiner {name!r}; allowed: {', '.join(COMBINER_NAMES)}")
+    try:
+        entry = COMBINERS.get(name, "combiner")
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return entry.build(cfg or CombinerConfig())
+
+
+register_combiner("mean", lambda cfg: MeanCombiner(cfg.diagnostics_every))
+register_combiner("pcgrad", lambda cfg: PCGradCombiner(cfg.diagnostics_every))
