@@ -13,6 +13,7 @@ from mtrl.config import (
     EnvConfig,
     EvalConfig,
     LogConfig,
+    PPOConfig,
     ReplayConfig,
     SACConfig,
     TrainConfig,
@@ -284,6 +285,103 @@ def _atari57() -> TrainConfig:
     return cfg
 
 
+def _toy_ppo() -> TrainConfig:
+    """MT-PPO with PopArt on the 4-goal *discrete* point-reach toy (5 actions): 16 envs (4 per
+    task), 32-step rollouts (512 env steps), 4 epochs of 4 task-stratified minibatches, clip
+    0.2, GAE λ 0.95, entropy 0.01, Adam lr 1e-3, gradient clip 0.5, 64-64 policy and value
+    MLPs on [obs, one_hot]. Learns to >= 0.9 success in about 70 s on a 2-core CPU (measured:
+    1.00 / 1.00 / 0.95 on seeds 0 / 1 / 2)."""
+    return TrainConfig(
+        preset="toy-ppo",
+        total_steps=160_000,
+        warmup_steps=0,
+        env=EnvConfig(name="toy-reach-discrete", num_tasks=4, envs_per_task=4,
+                      max_episode_steps=50),
+        agent=AgentConfig(
+            name="mtppo",
+            actor_hidden=[64, 64],
+            critic_hidden=[64, 64],
+            gamma=0.99,
+            grad_clip=0.5,
+            popart=True,
+            popart_beta=1e-2,
+            ppo=PPOConfig(n_steps=32, epochs=4, minibatches=4, clip_range=0.2, gae_lambda=0.95,
+                          ent_coef=0.01, vf_coef=0.5, lr=1e-3),
+        ),
+        eval=EvalConfig(every=40_000, episodes_per_task=10),
+        log=LogConfig(every=4_096),
+        checkpoint=CheckpointConfig(every=40_000, keep_last=2),
+    )
+
+
+def _mt10_ppo() -> TrainConfig:
+    """MT-PPO on Meta-World MT10 with the hyperparameters of Meta-World+'s MTPPO baseline
+    (McLean et al. 2025; metaworld-algorithms ``MTPPOConfig`` and ``OnPolicyTrainingConfig``):
+    400-400-400 ReLU policy and value MLPs on [obs, one_hot], rollouts of 10,000 env steps
+    (1,000 per task's env), 16 epochs of 32 minibatches, clip ε 0.2 for the ratio and the
+    value, GAE λ 0.97, γ 0.99, entropy coefficient 5e-3, advantages standardized, Adam lr 3e-4
+    (ε 1e-5), 20M env steps, reward v2, 500-step episodes.
+
+    Differences: Meta-World+ uses a tanh-squashed Gaussian with a state-dependent log-std and
+    separate optimizers for policy and value (value-loss weight 0.001); mtrl's actor-critic
+    has a per-task state-independent log-std, actions clipped to [-1, 1], one Adam optimizer on
+    the joint loss with value weight 0.5, and standardizes advantages per task within each
+    minibatch (Meta-World+ over the whole minibatch). PopArt is off, as in Meta-World+."""
+    return TrainConfig(
+        preset="mt10-ppo",
+        total_steps=20_000_000,
+        warmup_steps=0,
+        env=EnvConfig(name="mt10"),
+        agent=AgentConfig(
+            name="mtppo",
+            actor_hidden=[400, 400, 400],
+            critic_hidden=[400, 400, 400],
+            gamma=0.99,
+            popart=False,
+            ppo=PPOConfig(n_steps=1_000, epochs=16, minibatches=32, clip_range=0.2,
+                          clip_value=0.2, gae_lambda=0.97, ent_coef=5e-3, vf_coef=0.5,
+                          lr=3e-4, optim_eps=1e-5, normalize_advantage=True),
+        ),
+        eval=EvalConfig(every=200_000, episodes_per_task=50),
+        log=LogConfig(every=10_000),
+        checkpoint=CheckpointConfig(every=200_000, keep_last=3),
+    )
+
+
+def _atari6_ppo_popart() -> TrainConfig:
+    """MT-PPO with PopArt on six Atari games: the Atari settings of Schulman et al. 2017
+    (Table 5: horizon 128, 8 actors per game, 3 epochs, minibatches of 32×8 steps — here 4
+    task-stratified minibatches per epoch of 6 × 8 × 128 rows, clip ε 0.1, Adam lr 2.5e-4,
+    GAE λ 0.95, γ 0.99, entropy 0.01, value weight 1) with the Nature CNN torso shared by the
+    policy and a per-game PopArt value head (Hessel et al. 2019, β 3e-4) and unclipped rewards,
+    the env and evaluation of ``atari6-a2c-popart``. Differences: no annealing of the learning
+    rate and of ε (the paper anneals both linearly to 0), gradient clip 0.5 (OpenAI
+    baselines); PPO with PopArt is mtrl's combination (Hessel et al. pair PopArt with IMPALA)."""
+    from mtrl.envs.atari import ATARI6
+
+    n = len(ATARI6)
+    return TrainConfig(
+        preset="atari6-ppo-popart",
+        total_steps=10_000_000 * n,
+        warmup_steps=0,
+        env=EnvConfig(name="atari", tasks=list(ATARI6), envs_per_task=8, clip_rewards=False),
+        agent=AgentConfig(
+            name="mtppo",
+            actor_hidden=[],
+            critic_hidden=[],
+            gamma=0.99,
+            grad_clip=0.5,
+            popart=True,
+            popart_beta=3e-4,
+            ppo=PPOConfig(n_steps=128, epochs=3, minibatches=4, clip_range=0.1,
+                          gae_lambda=0.95, ent_coef=0.01, vf_coef=1.0, lr=2.5e-4),
+        ),
+        eval=EvalConfig(every=1_000_000 * n, episodes_per_task=3, deterministic=False),
+        log=LogConfig(every=2_000 * n),
+        checkpoint=CheckpointConfig(every=500_000 * n, keep_last=3),
+    )
+
+
 def _toy_distral() -> TrainConfig:
     """Distral (Teh et al. 2017) on A2C on the 4-goal *discrete* point-reach toy, one column:
     task policies and values are separate 64-64 MLPs per task (``separate``), π0 is a shared
@@ -417,6 +515,9 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "atari57-a2c-popart": _atari57,
     "toy-distral": _toy_distral,
     "toy-distral-sac": _toy_distral_sac,
+    "toy-ppo": _toy_ppo,
+    "mt10-ppo": _mt10_ppo,
+    "atari6-ppo-popart": _atari6_ppo_popart,
     "mt10-distral": _mt10_distral,
     "atari6-distral": _atari6_distral,
     "toy-distill": _toy_distill,

@@ -133,3 +133,10 @@ def test_mtsac_learns_drawer_close_like_stable_baselines3(tmp_path):
             warmup_steps=2_000, eval__every=0, eval__episodes_per_task=10,
             checkpoint__every=0))
     assert statistics.median(successes) >= 0.8, successes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_toy_ppo_learns_on_three_seeds(tmp_path, seed):
+    # Measured: 1.00 / 1.00 / 0.95 after the preset's 160k env steps.
+    assert _train_eval(tmp_path, "toy-ppo", seed) >= 0.9

@@ -253,28 +253,7 @@ class MTA2C:
 
     def _targets_and_scale(self, batch: RolloutBatch
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        g = batch.returns
-        adv = batch.advantage
-        popart = self.net.popart
-        if popart is None:
-            return g, adv, None
-        head = self.net.value_head
-        assert head is not None
-        g_tasks = g.view(batch.num_tasks, batch.per_task)
-        # A task whose returns carry no scale information keeps its statistics: returns all
-        # equal (debiased statistics would set σ to its floor and blow the value head up by
-        # 1/σ_min), or a rollout without any reward, whose returns are only bootstraps of the
-        # value function. On atari6 the very first rollout was scoreless in every game: its
-        # returns (untrained V, std ~0.005) set σ ~0.005, the first update's gradient norm
-        # was ~3500, values jumped ~400× and the policy entropy collapsed to ~0 for ~10k steps.
-        informative = g_tasks.amax(1) > g_tasks.amin(1)
-        if batch.reward is not None:
-            rewarded = batch.reward.view(batch.num_tasks, batch.per_task).abs().amax(1) > 0
-            informative = informative & rewarded
-        update = popart_update_(popart, g_tasks, [head], informative)
-        target = popart.normalize(g_tasks).view(-1)
-        sigma = update.new_sigma.repeat_interleave(batch.per_task)
-        return target, adv / sigma, sigma
+        return rollout_targets(self.net, batch)
 
     def losses(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """Per-sample and per-task loss terms of one update (runs the PopArt statistics step
@@ -403,6 +382,39 @@ class MTA2C:
         self.net.eval()
         if self.distral is not None:
             self.distral.pi0.eval()
+
+
+def rollout_targets(net: ActorCritic, batch: RolloutBatch
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Value targets, policy-gradient advantages and the per-sample PopArt scale σ' of a
+    rollout (None without PopArt), shared by the on-policy agents.
+
+    Without PopArt: ``(G, G − V, None)``. With PopArt (Hessel et al. 2019, Eq. 9–11): the
+    statistics take each task's λ-returns and the value head is rescaled to preserve its
+    outputs (van Hasselt et al. 2016, Algorithm 1), then ``((G − μ')/σ', (G − V)/σ', σ')`` —
+    this *updates* the statistics."""
+    g = batch.returns
+    adv = batch.advantage
+    popart = net.popart
+    if popart is None:
+        return g, adv, None
+    head = net.value_head
+    assert head is not None
+    g_tasks = g.view(batch.num_tasks, batch.per_task)
+    # A task whose returns carry no scale information keeps its statistics: returns all equal
+    # (debiased statistics would set σ to its floor and blow the value head up by 1/σ_min), or
+    # a rollout without any reward, whose returns are only bootstraps of the value function.
+    # On atari6 the very first rollout was scoreless in every game: its returns (untrained V,
+    # std ~0.005) set σ ~0.005, the first update's gradient norm was ~3500, values jumped ~400×
+    # and the policy entropy collapsed to ~0 for ~10k steps.
+    informative = g_tasks.amax(1) > g_tasks.amin(1)
+    if batch.reward is not None:
+        rewarded = batch.reward.view(batch.num_tasks, batch.per_task).abs().amax(1) > 0
+        informative = informative & rewarded
+    update = popart_update_(popart, g_tasks, [head], informative)
+    target = popart.normalize(g_tasks).view(-1)
+    sigma = update.new_sigma.repeat_interleave(batch.per_task)
+    return target, adv / sigma, sigma
 
 
 class RMSpropTF(torch.optim.RMSprop):

@@ -1,6 +1,6 @@
 """The on-policy data path: a rollout of ``n_steps`` vector steps with the current policy into
 device-resident :class:`~mtrl.data.rollout.RolloutStorage`, then one update on it (MT-A2C,
-Distral-A2C).
+Distral-A2C, MT-PPO, whose update runs several epochs over the rollout).
 
 The path is itself the collector's policy: ``act`` writes each observation once into its
 storage slot (the tensor the agent acts on), keeps the action, ``V(s)`` and any reward bonus on
@@ -26,8 +26,9 @@ from mtrl.data.rollout import RolloutStorage
 
 class RolloutDataPath:
     """See the module docstring. ``agent`` provides ``step(obs, task_id) -> (action, value,
-    bonus)`` on device tensors, ``to_env(action)``, ``value(obs, task_id)`` and
-    ``update(batch)``."""
+    bonus[, log_prob])`` on device tensors (``bonus`` may be None; ``log_prob``, the acting
+    policy's ``log π(a|s)``, is stored when given), ``to_env(action)``, ``value(obs, task_id)``
+    and ``update(batch)``."""
 
     def __init__(self, agent: Any, storage: RolloutStorage, *, gamma: float, gae_lambda: float
                  ) -> None:
@@ -36,23 +37,25 @@ class RolloutDataPath:
         self.gamma = gamma
         self.gae_lambda = gae_lambda
         self.device = storage.device
-        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._pending: tuple[torch.Tensor | None, ...] | None = None
 
     # ------------------------------------------------------------------ the collector's policy
     def act(self, obs: np.ndarray, task_id: np.ndarray) -> np.ndarray:
         storage = self.storage
         if not storage.started:
             storage.start(obs)
-        self._pending = self.agent.step(storage.current_obs(), storage.task_id)
+        self._pending = tuple(self.agent.step(storage.current_obs(), storage.task_id))
         return self.agent.to_env(self._pending[0])
 
     def observe(self, step: Step) -> None:
         assert self._pending is not None and step.next_policy_obs is not None
-        action, value, bonus = self._pending
+        action, value, bonus = self._pending[:3]
+        log_prob = self._pending[3] if len(self._pending) > 3 else None
         self._pending = None
         storage = self.storage
+        assert action is not None and value is not None
         storage.add(action, value, step.reward, step.terminated, step.truncated,
-                    step.next_policy_obs, bonus)
+                    step.next_policy_obs, bonus, log_prob)
         cut = step.truncated & ~step.terminated
         if cut.any():
             # Bootstrap from the real last observation of episodes cut by a time limit.

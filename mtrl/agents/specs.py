@@ -8,6 +8,7 @@ mtsac          :class:`~mtrl.agents.sac.MTSAC`             replay + warm-up    s
 distral-sac    MTSAC with Distral's π0                     replay + warm-up    sac, distral
 mta2c          :class:`~mtrl.agents.a2c.MTA2C`             rollouts            a2c
 distral-a2c    MTA2C with Distral's π0                     rollouts            a2c, distral
+mtppo          :class:`~mtrl.agents.ppo.MTPPO`             rollouts            ppo
 distill        :class:`~mtrl.agents.distill.Distiller`     states + teachers   distill
 =============  ==========================================  ==================  ===========
 """
@@ -32,6 +33,7 @@ from mtrl.agents.distill import (
 from mtrl.agents.distral import DistralHyperparams
 from mtrl.agents.offpolicy import ReplayDataPath, UniformWarmup, store_states, store_transitions
 from mtrl.agents.onpolicy import RolloutDataPath
+from mtrl.agents.ppo import PPOHyperparams, build_mtppo
 from mtrl.agents.sac import SACHyperparams, build_mtsac
 from mtrl.config import (
     AgentConfig,
@@ -133,6 +135,28 @@ def _check_a2c(cfg: TrainConfig, num_tasks: int) -> None:
     _check_joint_loss(cfg)
 
 
+def _check_ppo(cfg: TrainConfig, num_tasks: int) -> None:
+    c = cfg.agent.ppo
+    for name in ("n_steps", "epochs", "minibatches", "clip_range", "lr", "optim_eps"):
+        check_positive(f"agent.ppo.{name}", getattr(c, name))
+    if not 0.0 <= c.gae_lambda <= 1.0:
+        raise ConfigError(f"agent.ppo.gae_lambda={c.gae_lambda!r} must be in [0, 1]")
+    check_positive("agent.ppo.ent_coef", c.ent_coef, allow_zero=True)
+    check_positive("agent.ppo.vf_coef", c.vf_coef)
+    if c.clip_value is not None:
+        check_positive("agent.ppo.clip_value", c.clip_value)
+    if c.target_kl is not None:
+        check_positive("agent.ppo.target_kl", c.target_kl)
+    rows = c.n_steps * cfg.env.envs_per_task  # rollout rows per task
+    if c.minibatches > rows:
+        raise ConfigError(
+            f"agent.ppo.minibatches={c.minibatches} is more than each task's rollout rows "
+            f"(agent.ppo.n_steps × env.envs_per_task = {rows})"
+        )
+    _check_torso(cfg)
+    _check_joint_loss(cfg)
+
+
 def _check_distill(cfg: TrainConfig, num_tasks: int) -> None:
     from mtrl.teachers import parse_teacher_specs
 
@@ -227,6 +251,26 @@ def build_a2c(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
     )
 
 
+def build_ppo(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.Space[Any],
+              num_tasks: int, device: torch.device) -> Any:
+    num_actions, action_dim = _action_spec(action_space, cfg.name)
+    c = cfg.ppo
+    return build_mtppo(
+        obs_shape=tuple(obs_space.shape or ()), num_tasks=num_tasks,
+        num_actions=num_actions, action_dim=action_dim,
+        actor_hidden=list(cfg.actor_hidden), critic_hidden=list(cfg.critic_hidden),
+        actor_arch=cfg.actor_arch, critic_arch=cfg.critic_arch, arch_cfg=cfg.arch,
+        torso=cfg.torso, popart=True if cfg.popart is None else cfg.popart,
+        popart_beta=cfg.popart_beta, lr=c.lr, optim_eps=c.optim_eps,
+        hparams=PPOHyperparams(
+            gamma=cfg.gamma, gae_lambda=c.gae_lambda, clip_range=c.clip_range,
+            clip_value=c.clip_value, ent_coef=c.ent_coef, vf_coef=c.vf_coef, epochs=c.epochs,
+            minibatches=c.minibatches, normalize_advantage=c.normalize_advantage,
+            target_kl=c.target_kl, grad_clip=cfg.grad_clip),
+        combiner=make_combiner(cfg.actor_combiner, cfg.combiner), device=device,
+    )
+
+
 def build_student(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.Space[Any],
                   num_tasks: int, device: torch.device) -> Any:
     """The student of a distillation run (teachers are attached by its data path: evaluation
@@ -269,16 +313,26 @@ def replay_path(agent: Any, cfg: TrainConfig, env: EnvSpec, device: torch.device
                           store_transitions(buffer), **common)
 
 
-def rollout_path(agent: Any, cfg: TrainConfig, env: EnvSpec, device: torch.device) -> DataPath:
+def _rollout_path(agent: Any, cfg: TrainConfig, env: EnvSpec, device: torch.device,
+                  n_steps: int, gae_lambda: float) -> DataPath:
     from mtrl.data.rollout import RolloutStorage
 
-    c = cfg.agent.a2c
     storage = RolloutStorage(
-        c.n_steps, env.task_ids, env.obs_shape, obs_dtype=env.obs_dtype,
+        n_steps, env.task_ids, env.obs_shape, obs_dtype=env.obs_dtype,
         action_shape=() if env.discrete else (env.action_dim,), discrete=env.discrete,
         device=device,
     )
-    return RolloutDataPath(agent, storage, gamma=cfg.agent.gamma, gae_lambda=c.gae_lambda)
+    return RolloutDataPath(agent, storage, gamma=cfg.agent.gamma, gae_lambda=gae_lambda)
+
+
+def a2c_path(agent: Any, cfg: TrainConfig, env: EnvSpec, device: torch.device) -> DataPath:
+    c = cfg.agent.a2c
+    return _rollout_path(agent, cfg, env, device, c.n_steps, c.gae_lambda)
+
+
+def ppo_path(agent: Any, cfg: TrainConfig, env: EnvSpec, device: torch.device) -> DataPath:
+    c = cfg.agent.ppo
+    return _rollout_path(agent, cfg, env, device, c.n_steps, c.gae_lambda)
 
 
 def distill_preflight(cfg: TrainConfig, task_names: list[str]) -> dict[str, str]:
@@ -334,10 +388,12 @@ register_agent("mtsac", build_sac, data_path=replay_path, check=_check_sac,
 register_agent("distral-sac", build_sac, data_path=replay_path,
                check=lambda cfg, n: (_check_sac(cfg, n), _check_distral(cfg))[0],
                continuous_only=True, sections=("sac", "distral"))
-register_agent("mta2c", build_a2c, data_path=rollout_path, check=_check_a2c, on_policy=True,
+register_agent("mta2c", build_a2c, data_path=a2c_path, check=_check_a2c, on_policy=True,
                sections=("a2c",))
-register_agent("distral-a2c", build_a2c, data_path=rollout_path,
+register_agent("distral-a2c", build_a2c, data_path=a2c_path,
                check=lambda cfg, n: (_check_a2c(cfg, n), _check_distral(cfg))[0],
                on_policy=True, sections=("a2c", "distral"))
+register_agent("mtppo", build_ppo, data_path=ppo_path, check=_check_ppo, on_policy=True,
+               sections=("ppo",))
 register_agent("distill", build_student, data_path=distill_path, check=_check_distill,
                preflight=distill_preflight, sections=("distill",))

@@ -29,6 +29,7 @@ class RolloutBatch(NamedTuple):
     task_id: torch.Tensor  # [B] int64
     num_tasks: int
     reward: torch.Tensor | None = None  # [B] the env's rewards (without agent bonuses)
+    log_prob: torch.Tensor | None = None  # [B] log π_old(a|s) of the acting policy (PPO)
 
     @property
     def per_task(self) -> int:
@@ -123,6 +124,8 @@ class RolloutStorage:
         self.truncation_value = torch.zeros((t, n), device=dev)
         # Reward terms computed by the agent on the device (Distral's regularizer), if any.
         self.bonus = torch.zeros((t, n), device=dev)
+        # log π(a|s) of the acting policy, for agents that need it (PPO's ratios).
+        self.log_prob = torch.zeros((t, n), device=dev)
         # Rewards, terminated, truncated: staged on the host, one copy per rollout.
         pin = dev.type == "cuda"
         self._host = torch.zeros((3, t, n), dtype=torch.float32, pin_memory=pin)
@@ -153,11 +156,13 @@ class RolloutStorage:
         truncated: np.ndarray,
         next_obs: np.ndarray,
         bonus: torch.Tensor | None = None,
+        log_prob: torch.Tensor | None = None,
     ) -> None:
         """Record step ``self.step``: what the policy did and what the env returned.
         ``next_obs`` is what the policy sees next (the first observation of a new episode
         where one ended). ``bonus``: a device tensor ``[num_envs]`` added to the env reward
-        (e.g. Distral's ``(α/β) log π0 − (1/β) log πi``)."""
+        (e.g. Distral's ``(α/β) log π0 − (1/β) log πi``). ``log_prob``: ``log π(a|s)`` of the
+        action taken, ``[num_envs]`` (PPO)."""
         s = self.step
         if s >= self.num_steps:
             raise RuntimeError("rollout is full: call batch() and after_update() first")
@@ -171,6 +176,10 @@ class RolloutStorage:
             self.bonus[s].zero_()
         else:
             self.bonus[s].copy_(bonus)
+        if log_prob is None:
+            self.log_prob[s].zero_()
+        else:
+            self.log_prob[s].copy_(log_prob)
         self.obs[s + 1].copy_(torch.as_tensor(next_obs))
         self.step = s + 1
 
@@ -211,6 +220,7 @@ class RolloutStorage:
             task_id=self._batch_task_id,
             num_tasks=self.num_tasks,
             reward=flat(host[0]),
+            log_prob=flat(self.log_prob),
         )
 
     def after_update(self) -> None:
