@@ -125,13 +125,14 @@ def test_targets_are_normalized_with_the_new_statistics():
     head = PopArtHead(3, 2, stats=stats)
     y = torch.tensor([[4.0, 6.0], [0.0, 2.0]])
     before = stats.normalize(y).clone()
-    mu, sigma = head.update_statistics(y)
+    update = popart_update_(head.stats, y, [head])
+    mu, sigma = update.new_mu, update.new_sigma
     # mu = 0.5·0 + 0.5·[5, 1];  nu = 0.5·1 + 0.5·[26, 2] = [13.5, 1.5]
     s0, s1 = math.sqrt(13.5 - 2.5**2), math.sqrt(1.5 - 0.5**2)
     np.testing.assert_allclose(mu.numpy(), [2.5, 0.5], rtol=1e-6)
     np.testing.assert_allclose(sigma.numpy(), [s0, s1], rtol=1e-6)
     expect = np.array([[1.5 / s0, 3.5 / s0], [-0.5 / s1, 1.5 / s1]])
-    np.testing.assert_allclose(head.normalize_targets(y).numpy(), expect, rtol=1e-6)
+    np.testing.assert_allclose(head.stats.normalize(y).numpy(), expect, rtol=1e-6)
     np.testing.assert_allclose(stats.normalize(y).numpy(), expect, rtol=1e-6)
     # Before the update the same call gave (y − 0)/1: the statistics really moved.
     np.testing.assert_allclose(before.numpy(), y.numpy())
@@ -155,10 +156,10 @@ def test_constant_targets_clamp_sigma_and_stay_finite():
     h = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
     tid = torch.tensor([0, 0, 0, 1, 1, 1])
     before = head.unnormalized(h, tid).detach()
-    head.update_statistics(y)
+    popart_update_(head.stats, y, [head])
     assert (stats.nu - stats.mu.square()).le(0).all()
     np.testing.assert_allclose(stats.sigma.numpy(), [1e-4, 1e-4], rtol=1e-5)
-    n = head.normalize_targets(y)
+    n = head.stats.normalize(y)
     assert torch.isfinite(n).all()
     np.testing.assert_allclose(n.numpy(), 0.0, atol=1e-1)  # ≈0: y = μ up to float32 rounding
     assert torch.isfinite(head.weight).all() and torch.isfinite(head.bias).all()
@@ -176,10 +177,10 @@ def test_huge_targets_clamp_sigma_max_and_stay_finite():
     tid = torch.tensor([0, 0, 1, 1])
     before = head.unnormalized(h, tid).detach()
     y = torch.tensor([[1e15, 3e15, 2e15, 2e15], [-1e12, 1e12, 0.0, 5e11]], dtype=torch.float64)
-    head.update_statistics(y)
+    popart_update_(head.stats, y, [head])
     np.testing.assert_allclose(stats.sigma.numpy(), [1e6, 1e6])  # true σ > σ_max: clamped
     np.testing.assert_allclose(stats.mu.numpy(), [2e15, 1.25e11])
-    n = head.normalize_targets(y)
+    n = head.stats.normalize(y)
     assert torch.isfinite(n).all()
     np.testing.assert_allclose(n[0].numpy(), [-1e9, 1e9, 0.0, 0.0])
     after = head.unnormalized(h, tid).detach()
@@ -217,7 +218,7 @@ def test_head_outputs_are_preserved_exactly_in_float64():
     before = head.unnormalized(h, tid).detach()
     n_before = head(h, tid).detach()
     for scale, shift in ((1.0, 7.0), (1e3, -50.0), (1e-2, 0.0), (1e4, 1e5)):
-        head.update_statistics(scale * torch.randn(3, 8, dtype=torch.float64) + shift)
+        popart_update_(head.stats, scale * torch.randn(3, 8, dtype=torch.float64) + shift, [head])
         after = head.unnormalized(h, tid).detach()
         np.testing.assert_allclose(after.numpy(), before.numpy(), rtol=1e-12, atol=1e-9)
     # ... while the normalized outputs did change (the statistics moved by orders of magnitude).
@@ -247,7 +248,8 @@ def test_heads_sharing_statistics_are_all_preserved_in_float32():
 
     before = outputs()
     y = torch.tensor([[50.0, 60.0, 70.0], [-1.0, 1.0, 0.5]])
-    mu, sigma = q1.update_statistics(y, others=[q2, q1_t, q2_t, plain])
+    update = popart_update_(stats, y, [q1, q2, q1_t, q2_t, plain])
+    mu, sigma = update.new_mu, update.new_sigma
     # Debiased first step: the batch moments. Variances 200/3 and 0.75 − 1/36 = 26/36.
     np.testing.assert_allclose(mu.numpy(), [60.0, 1 / 6], rtol=1e-6)
     np.testing.assert_allclose(sigma.numpy(), [math.sqrt(200 / 3), math.sqrt(26) / 6], rtol=1e-5)
@@ -306,8 +308,8 @@ def test_head_gradient_reaches_only_the_rows_of_the_sample_tasks():
 
 def test_state_dict_round_trip():
     head = PopArtHead(3, 2, beta=0.2)
-    head.update_statistics(torch.randn(2, 5))
-    head.update_statistics(torch.randn(2, 5) * 3 + 10)
+    popart_update_(head.stats, torch.randn(2, 5), [head])
+    popart_update_(head.stats, torch.randn(2, 5) * 3 + 10, [head])
     sd = head.state_dict()
     assert {"stats.mu", "stats.nu", "stats.count"} <= set(sd)
     other = PopArtHead(3, 2, beta=0.2)
@@ -319,8 +321,8 @@ def test_state_dict_round_trip():
     assert torch.equal(other.unnormalized(h, tid), head.unnormalized(h, tid))
     # The third update continues with β_3, as it would have without the round trip.
     y = torch.randn(2, 5)
-    head.update_statistics(y)
-    other.update_statistics(y)
+    popart_update_(head.stats, y, [head])
+    popart_update_(other.stats, y, [other])
     assert torch.equal(other.stats.mu, head.stats.mu)
     # Checkpoints written when `count` was a float buffer still load.
     stats = PopArtStatistics(2, beta=0.2)

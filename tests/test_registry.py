@@ -129,3 +129,37 @@ def test_overrides_of_fields_the_run_does_not_use_are_refused(capsys):
     assert main(["train", "toy-mtsac", "--env.frame-skip", "2"]) == 2
     err = capsys.readouterr().err
     assert "env.frame_skip is not used by env.name='toy-reach'" in err
+
+
+def test_a_registered_env_and_agent_train_through_the_loop(tmp_path):
+    """A new env is one registration (builder, task names, checks); so is a new agent (builder
+    and data path): the validator, the CLI's config and the loop take them unchanged."""
+    from mtrl.agents.specs import build_sac, replay_path
+    from mtrl.envs.toy import make_toy_env
+    from mtrl.registry import register_agent, register_env
+    from mtrl.runner import train
+
+    def build(cfg, *, seed, evaluation=False, render=False):
+        env = make_toy_env(2, envs_per_task=1 if evaluation else 2, max_episode_steps=20,
+                           seed=seed, evaluation=evaluation)
+        env.task_names = ["left", "right"]
+        if evaluation:
+            env.set_terminate_on_success(True)
+        return env
+
+    register_env("two-goals-test", build, task_names=lambda cfg: ["left", "right"])
+    register_agent("sac-alias-test", build_sac, data_path=replay_path, continuous_only=True,
+                   sections=("sac",))
+    try:
+        cfg = tiny_toy_config(env__name="two-goals-test", agent__name="sac-alias-test",
+                              agent__batch_size=32)
+        cfg.eval.final = True
+        result = train(cfg, tmp_path / "run")
+        assert result.updates > 0
+        assert set(result.final_eval.success) == {"left", "right"}
+        cfg.env.num_tasks = 3  # a field the new env does not declare
+        with pytest.raises(C.ConfigError, match=r"env\.num_tasks=3 is only used with"):
+            C.validate(cfg)
+    finally:
+        ENVS.unregister("two-goals-test")
+        AGENTS.unregister("sac-alias-test")

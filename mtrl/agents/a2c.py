@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtrl.agents.base import PolicyOutput
+from mtrl.agents.base import PolicyOutput, TaskIds, env_actions
 from mtrl.agents.distral import (
     DistilledPolicy,
     Distral,
@@ -84,8 +84,6 @@ class MTA2C:
     """Multi-task A2C; see the module docstring. Receives a built :class:`ActorCritic` and its
     optimizer. ``update`` returns detached 0-dim tensors (no host sync)."""
 
-    on_policy = True
-
     def __init__(
         self,
         net: ActorCritic,
@@ -111,14 +109,14 @@ class MTA2C:
             self._params += list(distral.pi0.parameters())
         self._last_kl: torch.Tensor | None = None
         self._routers = list(routed_nets(net))
-        self._task_id_cache: tuple[bytes, torch.Tensor] | None = None
+        self._task_ids = TaskIds(self.device)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Env actions for a batch of observations (evaluation, generic callers)."""
         obs_t = torch.as_tensor(obs, device=self.device)
-        tid = self._task_tensor(task_id)
+        tid = self._task_ids(task_id)
         if deterministic:
             was = self.net.training
             self.net.eval()
@@ -138,7 +136,7 @@ class MTA2C:
         """Env actions of the distilled policy π0 (Distral only)."""
         assert self.distral is not None
         obs_t = torch.as_tensor(obs, device=self.device)
-        tid = self._task_tensor(task_id)
+        tid = self._task_ids(task_id)
         out = self.distral.pi0(obs_t, tid)
         if self.discrete:  # the task policies' categorical sampling, on π0's logits
             return self.to_env(self.net.mode(out) if deterministic else self.net.sample(out, tid))
@@ -167,8 +165,7 @@ class MTA2C:
 
         The task column's network outputs ``β f_i`` (``f_i = policy_out / β``): the same
         family of policies, but β does not multiply the column's step size in logit space
-        (with ``f_i`` as the output, an RMSprop step moves the logits β times further, which
-        collapsed the task policies' entropy on Atari within 20k steps at β = 100)."""
+        (docs/NOTES.md)."""
         assert self.distral is not None
         hp = self.distral.hp
         if hp.columns == 2:
@@ -231,16 +228,7 @@ class MTA2C:
     def to_env(self, action: torch.Tensor) -> np.ndarray:
         """Device actions → what the env takes: int64 indices, or Gaussian samples clipped to
         the policy space [-1, 1] (the log-probability is of the unclipped sample)."""
-        if self.discrete:
-            return action.cpu().numpy().astype(np.int64)
-        return action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
-
-    def _task_tensor(self, task_id: np.ndarray) -> torch.Tensor:
-        key = np.asarray(task_id, dtype=np.int64).tobytes()
-        if self._task_id_cache is None or self._task_id_cache[0] != key:
-            t = torch.as_tensor(np.asarray(task_id, dtype=np.int64), device=self.device)
-            self._task_id_cache = (key, t)
-        return self._task_id_cache[1]
+        return env_actions(action, self.discrete)
 
     # ------------------------------------------------------------------ learning
     def targets(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,7 +359,7 @@ class MTA2C:
             self.distral.load_state_dict(state["distral"])
         self.optim.load_state_dict(state["optim"])
         self.combiner.load_state_dict(state["combiner"])
-        self._task_id_cache = None
+        self._task_ids.clear()
 
     def train(self) -> None:
         self.net.train()
@@ -402,11 +390,9 @@ def rollout_targets(net: ActorCritic, batch: RolloutBatch
     assert head is not None
     g_tasks = g.view(batch.num_tasks, batch.per_task)
     # A task whose returns carry no scale information keeps its statistics: returns all equal
-    # (debiased statistics would set σ to its floor and blow the value head up by 1/σ_min), or
-    # a rollout without any reward, whose returns are only bootstraps of the value function.
-    # On atari6 the very first rollout was scoreless in every game: its returns (untrained V,
-    # std ~0.005) set σ ~0.005, the first update's gradient norm was ~3500, values jumped ~400×
-    # and the policy entropy collapsed to ~0 for ~10k steps.
+    # (debiased statistics would set σ to its floor and scale the value head by 1/σ_min), or
+    # a rollout without any reward, whose returns are only bootstraps of the value function
+    # (docs/NOTES.md).
     informative = g_tasks.amax(1) > g_tasks.amin(1)
     if batch.reward is not None:
         rewarded = batch.reward.view(batch.num_tasks, batch.per_task).abs().amax(1) > 0
@@ -421,8 +407,7 @@ class RMSpropTF(torch.optim.RMSprop):
     """RMSprop whose running mean of squared gradients starts at 1, as TensorFlow's RMSProp
     (the optimizer of the original A3C/A2C implementations; stable-baselines3 offers it as
     ``RMSpropTFLike`` for Atari). PyTorch's starts at 0, so its first steps are about
-    ``lr / sqrt(1 − α)`` = 10·lr along the sign of every gradient: on atari6 the first update
-    moved the values ~200× (|V| 0.1 → 21) and dropped the policy entropy from 2.9 to 1.9."""
+    ``lr / sqrt(1 − α)`` = 10·lr along the sign of every gradient (docs/NOTES.md)."""
 
     def __init__(self, params: Any, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
@@ -465,11 +450,9 @@ def build_mta2c(
     """Network, PopArt statistics and optimizer of an MT-A2C agent. RMSprop defaults follow
     Mnih et al. 2016 / stable-baselines3 (α = 0.99, ε = 1e-5, lr 7e-4).
 
-    PopArt statistics are debiased (the first rollout sets them, later ones move them by β):
-    with the papers' plain recursion from σ = 1 and β = 3e-4, unclipped Atari advantages stay
-    in raw reward units for hundreds of thousands of steps and collapsed the policy here
-    (entropy 2.9 → 0.55 within 36k env steps on atari6). Tasks whose returns are exactly
-    constant in a rollout are left out of the statistics update (:meth:`MTA2C.targets`).
+    PopArt statistics are debiased (the first rollout sets them, later ones move them by β;
+    docs/NOTES.md). Tasks whose returns carry no scale information in a rollout are left out
+    of the statistics update (:func:`rollout_targets`).
 
     ``distral``: also build Distral's π0 (hidden sizes ``pi0_hidden``, default
     ``actor_hidden``), trained by the same optimizer."""

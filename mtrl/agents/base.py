@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from mtrl.collect.base import Collector, EnvSpec, Transitions  # noqa: F401  (EnvSpec: re-exported)
@@ -33,6 +34,34 @@ class PolicyOutput:
     mean: Tensor | None = None
     log_std: Tensor | None = None
     features: Tensor | None = None
+
+
+class TaskIds:
+    """Host task ids → a device tensor, cached: the task of each env never changes, so acting
+    on the same envs reuses one tensor instead of a host-to-device copy per step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._cache: tuple[bytes, Tensor] | None = None
+
+    def __call__(self, task_id: np.ndarray) -> Tensor:
+        ids = np.asarray(task_id, dtype=np.int64)
+        key = ids.tobytes()
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, torch.as_tensor(ids, device=self.device))
+        return self._cache[1]
+
+    def clear(self) -> None:
+        self._cache = None
+
+
+def env_actions(action: Tensor, discrete: bool) -> np.ndarray:
+    """Device actions of an on-policy agent → what the env takes: int64 indices, or Gaussian
+    samples clipped to the policy space [-1, 1] (log-probabilities are of the unclipped
+    sample)."""
+    if discrete:
+        return action.cpu().numpy().astype(np.int64)
+    return action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
 
 
 class Actor(Protocol):

@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtrl.agents.base import PolicyOutput
+from mtrl.agents.base import PolicyOutput, TaskIds
 from mtrl.modules.cnn import make_torso, torso_input
 from mtrl.modules.distributions import categorical_kl as _categorical_kl
-from mtrl.modules.distributions import gaussian_kl
+from mtrl.modules.distributions import categorical_sample, gaussian_kl
 from mtrl.modules.nets import TaskNet, build_net
 
 DISTILL_LOSSES = ("kl", "mse")
@@ -233,8 +233,7 @@ class StudentPolicy(nn.Module):
         """An action from the policy: Gumbel-max for logits; ``u = μ + σ ε`` then ``tanh(u)``
         (``squash``) or ``u`` clipped to [-1, 1]."""
         if isinstance(out, Tensor):
-            u = torch.rand_like(out).clamp_(1e-20, 1.0)
-            return (out - torch.log(-torch.log(u))).argmax(-1)
+            return categorical_sample(out)
         mean, log_std = out
         u = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u) if self.squash else u.clamp(-1.0, 1.0)
@@ -286,8 +285,6 @@ class Distiller:
     Receives the student and its optimizer; teachers are attached with :meth:`set_teachers`
     (index = task id). ``update`` returns detached 0-dim tensors (no host sync)."""
 
-    on_policy = False
-
     def __init__(self, student: StudentPolicy, optim: torch.optim.Optimizer,
                  hparams: DistillHyperparams | None = None) -> None:
         self.student = student
@@ -302,7 +299,7 @@ class Distiller:
         self._pending_regressors: dict[str, Any] | None = None
         self._temperature: Tensor | None = None
         self._squashed: Tensor | None = None
-        self._task_id_cache: tuple[bytes, Tensor] | None = None
+        self._task_ids = TaskIds(self.device)
 
     # ------------------------------------------------------------------ teachers
     def set_teachers(self, teachers: Sequence[Teacher]) -> None:
@@ -402,7 +399,7 @@ class Distiller:
     def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """The student's env actions for a batch of observations."""
         obs_t = torch.as_tensor(np.asarray(obs), device=self.device)
-        tid = self._task_tensor(task_id)
+        tid = self._task_ids(task_id)
         if deterministic:
             was = self.student.training
             self.student.eval()
@@ -417,13 +414,6 @@ class Distiller:
         if self.discrete:
             return action.cpu().numpy().astype(np.int64)
         return action.cpu().numpy().astype(np.float32)
-
-    def _task_tensor(self, task_id: np.ndarray) -> Tensor:
-        key = np.asarray(task_id, dtype=np.int64).tobytes()
-        if self._task_id_cache is None or self._task_id_cache[0] != key:
-            t = torch.as_tensor(np.asarray(task_id, dtype=np.int64), device=self.device)
-            self._task_id_cache = (key, t)
-        return self._task_id_cache[1]
 
     # ------------------------------------------------------------------ learning
     def losses(self, batch: DistillBatch) -> dict[str, Tensor]:
@@ -540,7 +530,7 @@ class Distiller:
                 self._load_regressors(reg)
             else:
                 self._pending_regressors = reg
-        self._task_id_cache = None
+        self._task_ids.clear()
 
     def _load_regressors(self, reg: dict[str, Any]) -> None:
         assert self.regressors is not None and self.regressor_optim is not None

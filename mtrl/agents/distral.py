@@ -26,8 +26,7 @@ Two parameterizations of the task policies (Sec. 2.3):
   policy is ``π̂i(a|s) ∝ π̂0(a|s)^α exp(β f_i(a|s))``, i.e. its logits are ``α h(s) + β f_i(s)``
   (:func:`two_column_logits`); the task policies' policy gradient then reaches ``h`` too. The
   task column's network outputs ``β f_i`` rather than ``f_i``: the same policies, but a
-  gradient step does not move the logits β times further (which collapsed the task policies'
-  entropy on Atari within 20k env steps at β = 100).
+  gradient step does not move the logits β times further (docs/NOTES.md).
 
 The agents carry a :class:`Distral` part: ``MTA2C`` (discrete and Gaussian actions; the bonus
 enters the rollout rewards, so the λ-returns and the value function are the regularized ones)

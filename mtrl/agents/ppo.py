@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from mtrl.agents.a2c import rollout_targets
-from mtrl.agents.base import PolicyOutput
+from mtrl.agents.base import PolicyOutput, TaskIds, env_actions
 from mtrl.data.rollout import RolloutBatch
 from mtrl.modules.actor_critic import ActorCritic
 from mtrl.modules.cnn import NatureCNN
@@ -86,14 +86,14 @@ class MTPPO:
         self.device = next(net.parameters()).device
         self._params: list[torch.Tensor] = list(net.parameters())
         self._routers = list(routed_nets(net))
-        self._task_id_cache: tuple[bytes, torch.Tensor] | None = None
+        self._task_ids = TaskIds(self.device)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Env actions for a batch of observations (evaluation, generic callers)."""
         obs_t = torch.as_tensor(obs, device=self.device)
-        tid = self._task_tensor(task_id)
+        tid = self._task_ids(task_id)
         if deterministic:
             was = self.net.training
             self.net.eval()
@@ -122,16 +122,7 @@ class MTPPO:
     def to_env(self, action: torch.Tensor) -> np.ndarray:
         """Device actions → env actions: int64 indices, or Gaussian samples clipped to the
         policy space [-1, 1] (ratios use the log-probability of the unclipped sample)."""
-        if self.discrete:
-            return action.cpu().numpy().astype(np.int64)
-        return action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
-
-    def _task_tensor(self, task_id: np.ndarray) -> torch.Tensor:
-        key = np.asarray(task_id, dtype=np.int64).tobytes()
-        if self._task_id_cache is None or self._task_id_cache[0] != key:
-            t = torch.as_tensor(np.asarray(task_id, dtype=np.int64), device=self.device)
-            self._task_id_cache = (key, t)
-        return self._task_id_cache[1]
+        return env_actions(action, self.discrete)
 
     # What a distillation teacher reads (mtrl.teachers.MtrlTeacher).
     @property
@@ -279,7 +270,7 @@ class MTPPO:
         self.net.load_state_dict(state["net"])
         self.optim.load_state_dict(state["optim"])
         self.combiner.load_state_dict(state["combiner"])
-        self._task_id_cache = None
+        self._task_ids.clear()
 
     def train(self) -> None:
         self.net.train()

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtrl.agents.base import PolicyOutput
+from mtrl.agents.base import PolicyOutput, TaskIds
 from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams, Pi0Actor
 from mtrl.data.replay import Batch
 from mtrl.modules.distributions import gaussian_kl
@@ -127,7 +127,7 @@ class MTSAC:
         self._critic_params: list[torch.Tensor] = list(critic.parameters())
         self._target_params: list[torch.Tensor] = list(critic_target.parameters())
         self._actor_params: list[torch.Tensor] = list(actor.parameters())
-        self._task_id_cache: tuple[bytes, torch.Tensor] | None = None
+        self._task_ids = TaskIds(self.device)
         # Routing networks (one per critic member, in member order) learn from per-sample losses.
         self._critic_routers = list(routed_nets(critic))
         self._actor_routers = list(routed_nets(actor))
@@ -139,7 +139,7 @@ class MTSAC:
     def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions in [-1, 1] for a batch of observations of the given tasks."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        tid = self._task_tensor(task_id)
+        tid = self._task_ids(task_id)
         if deterministic:
             # The mode of the policy: also greedy routes in routed architectures.
             was_training = self.actor.training
@@ -158,7 +158,7 @@ class MTSAC:
         """Actions of Distral's distilled policy π0: ``tanh(μ0)``, or a squashed sample."""
         assert self.distral is not None
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        mean, log_std = self.distral.pi0(obs_t, self._task_tensor(task_id))
+        mean, log_std = self.distral.pi0(obs_t, self._task_ids(task_id))
         u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u).cpu().numpy()
 
@@ -189,42 +189,39 @@ class MTSAC:
         ent = alpha if self.learn_alpha else torch.full_like(alpha, hp.ent_coef)
         return ent + hp.kl_coef
 
-    def _task_tensor(self, task_id: np.ndarray) -> torch.Tensor:
-        key = np.asarray(task_id, dtype=np.int64).tobytes()
-        if self._task_id_cache is None or self._task_id_cache[0] != key:
-            t = torch.as_tensor(np.asarray(task_id, dtype=np.int64), device=self.device)
-            self._task_id_cache = (key, t)
-        return self._task_id_cache[1]
-
     # ------------------------------------------------------------------ learning
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Per-task critic loss and soft target (no parameter update): for tests and tools."""
-        alpha_b = self._entropy_coef().repeat_interleave(batch.per_task)
-        y = self._target(batch, alpha_b)
-        q = self._clip(self.critic(batch.obs, batch.action, batch.task_id))
-        return {"target": y, "q": q, "critic": self._per_task(0.5 * (q - y).pow(2).sum(0), batch)}
-
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step on critics, actor and temperatures from a stratified batch."""
+        """The critic half of :meth:`update` without its parameter step: the soft target
+        ``target`` (reward units), the critics' values ``q`` ``[members, B]`` (reward units),
+        the per-sample, per-member squared errors ``member`` (normalized units with PopArt) and
+        the per-task critic losses ``critic`` ``[T]``. With PopArt this runs the statistics
+        step (the targets are normalized with the statistics they produce), as ``update``
+        does; ``alpha`` is the per-sample entropy weight of this step."""
         if batch.num_tasks != self.num_tasks:
             raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
         # The same α (Distral: τ) for critic and actor this step.
         alpha_b = self._entropy_coef().repeat_interleave(batch.per_task)
-
-        # Critic (Eq. 5)
         y = self._target(batch, alpha_b)
         popart = self.critic.popart
         if popart is None:
             q = self._clip(self.critic(batch.obs, batch.action, batch.task_id, batch.per_task))
             member_losses = 0.5 * (q - y).pow(2)
-            critic_losses = self._per_task(member_losses.sum(0), batch)
         else:
             y_norm = self._popart_step(y, batch)
             q_norm = self.critic.normalized(batch.obs, batch.action, batch.task_id,
                                             batch.per_task)
             member_losses = 0.5 * (q_norm - y_norm).pow(2)
-            critic_losses = self._per_task(member_losses.sum(0), batch)
             q = popart.denormalize_ids(q_norm.detach(), batch.task_id)
+        return {"target": y, "q": q, "member": member_losses, "alpha": alpha_b,
+                "critic": self._per_task(member_losses.sum(0), batch)}
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step on critics, actor and temperatures from a stratified batch."""
+        # Critic (Eq. 5)
+        out = self.losses(batch)
+        alpha_b, q, member_losses = out["alpha"], out["q"], out["member"]
+        critic_losses = out["critic"]
+        popart = self.critic.popart
         self.critic_optim.zero_grad(set_to_none=True)
         self.critic_combiner.backward(critic_losses, self._critic_params)
         self._router_backward(self._critic_routers, list(member_losses.detach()))
@@ -405,7 +402,7 @@ class MTSAC:
         self.alpha_optim.load_state_dict(state["alpha_optim"])
         self.actor_combiner.load_state_dict(state["actor_combiner"])
         self.critic_combiner.load_state_dict(state["critic_combiner"])
-        self._task_id_cache = None
+        self._task_ids.clear()
 
     def train(self) -> None:
         self.actor.train()

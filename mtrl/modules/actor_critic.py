@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtrl.modules.cnn import make_torso, torso_input
-from mtrl.modules.distributions import gaussian_log_prob
+from mtrl.modules.distributions import categorical_sample, gaussian_log_prob
 from mtrl.modules.nets import TaskNet, build_net
 from mtrl.modules.popart import PopArtHead, PopArtStatistics
 
@@ -140,8 +140,7 @@ class ActorCritic(nn.Module):
         """An action from π(·|s): Gumbel-max for categorical (no host sync), ``μ + σ ε`` for
         Gaussian (unclipped; clip to the action bounds only when sending it to the env)."""
         if self.discrete:
-            u = torch.rand_like(policy_out).clamp_(1e-20, 1.0)
-            return (policy_out - torch.log(-torch.log(u))).argmax(-1)
+            return categorical_sample(policy_out)
         return policy_out + self.log_std(task_id).exp() * torch.randn_like(policy_out)
 
     def mode(self, policy_out: torch.Tensor) -> torch.Tensor:

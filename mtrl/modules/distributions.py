@@ -39,3 +39,10 @@ def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tens
 def categorical_log_prob(logits: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     """``log softmax(logits)[a]`` per row, ``[B]``."""
     return F.log_softmax(logits, dim=-1).gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+
+
+def categorical_sample(logits: torch.Tensor) -> torch.Tensor:
+    """An index per row drawn from ``softmax(logits)`` by the Gumbel-max trick
+    (``argmax(logits + Gumbel noise)``): no host synchronization, unlike ``multinomial``."""
+    u = torch.rand_like(logits).clamp_(1e-20, 1.0)
+    return (logits - torch.log(-torch.log(u))).argmax(-1)

@@ -287,7 +287,7 @@ class PopArtHead(TaskValueHead):
     """A :class:`TaskValueHead` together with the PopArt statistics it is read through.
 
     ``forward(h, task_id)`` gives the *normalized* values ``n`` ``[B]`` (train these against
-    :meth:`normalize_targets`), :meth:`unnormalized` gives ``σ_k n + μ_k``.
+    ``stats.normalize(y)``), :meth:`unnormalized` gives ``σ_k n + μ_k``.
 
     Statistics: by default the head creates and owns a :class:`PopArtStatistics` (``beta``,
     ``sigma_min``, ``sigma_max``, ``debias`` are passed on). Several heads can share one object
@@ -301,7 +301,6 @@ class PopArtHead(TaskValueHead):
         y = ...  # [T, n] unnormalized targets (from q1_t/q2_t.unnormalized); h, tid: the
                  # batch's features and task ids, rows ordered task by task like y.view(-1)
         popart_update_(stats, y, [q1, q2, q1_t, q2_t])
-        # equivalently: q1.update_statistics(y, others=[q2, q1_t, q2_t])
         y_n = stats.normalize(y).view(-1)       # targets in the *new* units
         loss = (q1(h, tid) - y_n).pow(2).mean() + (q2(h, tid) - y_n).pow(2).mean()
 
@@ -332,18 +331,3 @@ class PopArtHead(TaskValueHead):
     def unnormalized(self, h: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
         """``σ_k n_k(h) + μ_k`` per row, ``[B]``."""
         return self.stats.denormalize_ids(self(h, task_id), task_id)
-
-    def normalize_targets(self, y: torch.Tensor) -> torch.Tensor:
-        """Task-stratified targets ``[T, n]`` in normalized units ``(y − μ)/σ``, with the
-        current statistics — i.e. call it *after* :meth:`update_statistics` with the same
-        ``y``."""
-        return self.stats.normalize(y)
-
-    def update_statistics(
-        self, targets: torch.Tensor, *, others: Iterable[TaskValueHead] = ()
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update the statistics with task-stratified ``targets [T, n]`` and rescale this head
-        and every head in ``others`` (pass all other heads sharing the statistics) so their
-        unnormalized outputs are unchanged. Returns the new ``(mu, sigma)``, each ``[T]``."""
-        update = popart_update_(self.stats, targets, [self, *others])
-        return update.new_mu, update.new_sigma

@@ -21,10 +21,9 @@ Training the router (``mode``):
 
 Deviation, on by default (``task_input``): the input layer also sees the one-hot task, as in
 every other mtrl architecture. In the paper only the routers see the task; in RL the
-per-sample loss differences between routes are small against the noise of TD targets, the
-REINFORCE routers stay near uniform for a long time, and a network whose modules never see the
-task cannot tell the tasks apart meanwhile (measured on the toy point-reach: 0.00 success
-without, see tests/test_learning_slow.py). ``task_input=False`` gives the paper's network.
+per-sample loss differences between routes are small against the noise of TD targets and the
+REINFORCE routers stay near uniform for a long time, while modules that never see the task
+cannot tell the tasks apart (docs/NOTES.md). ``task_input=False`` gives the paper's network.
 
 Module collapse (every task routing through one module) is the known failure mode; ``report()``
 returns each task's module usage per depth (logged as images and per-task entropies), and
