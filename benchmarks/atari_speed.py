@@ -23,6 +23,8 @@ Measurements (select with ``--only``; all by default):
   ÷ stable-baselines3's ``A2C.learn`` on one game with the same Nature CNN, n_steps, number of
   envs, hyperparameters and the same ale_py vector env (SB3 through a ``VecEnv`` adapter); see
   ``benchmarks/_a2c_vs_sb3.py``. Goal: ≥ 1.0 on a CPU.
+``ppo`` → ``ppo_vs_sb3``: the same for mtrl's MT-PPO and SB3's ``PPO.learn`` (n_steps 128, 4
+  epochs, minibatches of 256, clip 0.1); see ``benchmarks/_ppo_vs_sb3.py``. Goal: ≥ 1.0.
 
 More measurements plug in as functions ``measure_<name>(args) -> dict`` registered in
 ``MEASUREMENTS``; ``main`` merges their results into one JSON object.
@@ -182,13 +184,21 @@ def _a2c(args: argparse.Namespace) -> dict[str, Any]:
                               rounds=args.a2c_rounds, device=args.device)
 
 
+def _ppo(args: argparse.Namespace) -> dict[str, Any]:
+    from _ppo_vs_sb3 import measure_ppo_vs_sb3
+
+    return measure_ppo_vs_sb3(num_envs=args.a2c_envs, steps=args.ppo_steps,
+                              rounds=args.a2c_rounds, device=args.device)
+
+
 # name → function(args) -> results dict. Each measurement adds its own entry here.
 MEASUREMENTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "collect": _collect,
     "a2c": _a2c,
+    "ppo": _ppo,
 }
 # The headline ratio of each measurement, printed at the end.
-HEADLINES = {"collect": "atari_collect_vs_raw", "a2c": "a2c_vs_sb3"}
+HEADLINES = {"collect": "atari_collect_vs_raw", "a2c": "a2c_vs_sb3", "ppo": "ppo_vs_sb3"}
 
 
 def main() -> None:
@@ -207,7 +217,10 @@ def main() -> None:
     parser.add_argument("--a2c-envs", type=int, default=8, help="a2c: envs on one game (Pong)")
     parser.add_argument("--a2c-steps", type=int, default=8000,
                         help="a2c: env steps per timed training run")
-    parser.add_argument("--a2c-rounds", type=int, default=5, help="a2c: timed runs of each")
+    parser.add_argument("--a2c-rounds", type=int, default=5,
+                        help="a2c and ppo: timed runs of each side")
+    parser.add_argument("--ppo-steps", type=int, default=8192,
+                        help="ppo: env steps per timed training run (a multiple of 8 × 128)")
     parser.add_argument("--device", default="auto", help="a2c: learner device (auto|cpu|cuda)")
     args = parser.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
