@@ -11,6 +11,8 @@ Loading verifies the manifest (a truncated or modified file is refused, naming i
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +33,23 @@ _CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, corrupt or unsafe. The message names the file."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Writing a checkpoint failed with an OS error (disk full, file too large, permissions);
+    the file it was writing was removed and earlier checkpoints are untouched."""
+
+
+# Bounds on what a manifest may ask for before the file is read.
+_MAX_MANIFEST_BYTES = 16 << 20
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_REPLAY_RE = re.compile(r"^replay_(\d+)\.bin$")
+_DTYPES = {
+    name: getattr(torch, name) for name in (
+        "float16", "bfloat16", "float32", "float64", "uint8", "int8", "int16", "int32",
+        "int64", "bool",
+    )
+}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,8 +82,19 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise CheckpointWriteError(
+            f"cannot write {path}: {e.strerror or e} (errno {e.errno}); nothing was replaced"
+        ) from None
+    except RuntimeError as e:  # torch.save wraps the OS error of its writer
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, OSError) or "write" in str(e).lower():
+            why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(e)
+            raise CheckpointWriteError(f"cannot write {path}: {why}; nothing was replaced"
+                                       ) from None
+        raise
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
     _fsync_dir(path.parent)
 
@@ -94,6 +124,25 @@ def save_file(obj: dict[str, Any], path: Path, **meta: Any) -> dict[str, Any]:
     return manifest
 
 
+def adopt_file(path: Path, **meta: Any) -> dict[str, Any]:
+    """Write the missing manifest of an existing checkpoint file that has been checked by
+    loading it (``load_file(path, verify=False)``); refuses when a manifest exists."""
+    path = Path(path)
+    if manifest_path(path).exists():
+        raise CheckpointError(f"{path} already has a manifest; not replacing it")
+    manifest = {
+        "format": FORMAT,
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "adopted": True,
+        **meta,
+    }
+    atomic_write_text(manifest_path(path), json.dumps(manifest, indent=2))
+    return manifest
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], **meta: Any) -> dict[str, Any]:
     """Write tensors as raw little-endian bytes, row by row (no pickle, no full-size copy: a
     view of a larger buffer writes only its own elements), then a manifest with the layout."""
@@ -110,6 +159,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], **meta: Any) -> d
                             "shape": list(t.shape), "offset": offset, "nbytes": nbytes}
             rows = [t] if t.dim() == 0 or t.is_contiguous() else list(t.unbind(0))
             for row in rows:
+                if row.numel() == 0:
+                    continue
                 data = row.contiguous().cpu().numpy().data.cast("B")
                 h.update(data)
                 f.write(data)
@@ -150,9 +201,7 @@ def load_tensors(
     out: dict[str, torch.Tensor] = {}
     with open(path, "rb") as f:
         for name, spec in manifest["layout"].items():
-            dtype = getattr(torch, spec["dtype"], None)
-            if not isinstance(dtype, torch.dtype):
-                raise CheckpointError(f"{path}: unknown dtype {spec['dtype']!r} for {name}")
+            dtype = _DTYPES[spec["dtype"]]
             shape = tuple(spec["shape"])
             dest = into.get(name)
             if dest is None:
@@ -166,6 +215,8 @@ def load_tensors(
             f.seek(spec["offset"])
             rows = [dest] if dest.dim() == 0 else list(dest.unbind(0))
             for row in rows:
+                if row.numel() == 0:
+                    continue
                 staging = row if row.is_contiguous() and row.device.type == "cpu" else \
                     torch.empty(row.shape, dtype=dtype)
                 buf = staging.numpy().data.cast("B")
@@ -176,7 +227,52 @@ def load_tensors(
     return manifest, out
 
 
+def _field(manifest: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    if key not in manifest:
+        raise CheckpointError(f"manifest {where} has no {key!r} field")
+    value = manifest[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise CheckpointError(f"manifest {where}: {key!r} has the wrong type "
+                              f"({type(value).__name__})")
+    return value
+
+
+def _check_layout(manifest: dict[str, Any], mpath: Path) -> None:
+    """A tensors manifest's layout: known dtypes, small non-negative shapes whose bytes match
+    ``nbytes``, and every tensor inside the file's recorded size."""
+    layout = _field(manifest, "layout", dict, mpath)
+    total = manifest["bytes"]
+    for name, spec in layout.items():
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"manifest {mpath}: layout entry {name!r} is not a mapping")
+        dtype = _DTYPES.get(spec.get("dtype"))  # type: ignore[arg-type]
+        if dtype is None:
+            raise CheckpointError(f"manifest {mpath}: unknown dtype {spec.get('dtype')!r} "
+                                  f"for {name!r}")
+        shape = spec.get("shape")
+        if (not isinstance(shape, list) or len(shape) > 8
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40
+                           for d in shape)):
+            raise CheckpointError(f"manifest {mpath}: invalid shape {shape!r} for {name!r}")
+        offset, nbytes = spec.get("offset"), spec.get("nbytes")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in (offset, nbytes)):
+            raise CheckpointError(f"manifest {mpath}: invalid offset/nbytes for {name!r}")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if numel * dtype.itemsize != nbytes or offset + nbytes > total:
+            raise CheckpointError(
+                f"manifest {mpath}: {name!r} of shape {shape} ({spec['dtype']}) does not fit "
+                f"the {total} bytes of its file"
+            )
+
+
 def read_manifest(path: Path, fmt: str = FORMAT) -> dict[str, Any]:
+    """The manifest of ``path``, validated before anything trusts it: a JSON object of bounded
+    size, the expected format, naming ``path`` itself, with a byte count, a SHA-256, a replay
+    file name of the form ``replay_<step>.bin`` (in the same directory) and, for raw tensors,
+    a layout that fits the file. Raises CheckpointError naming the file and the problem."""
     path = Path(path)
     mpath = manifest_path(path)
     if not path.exists():
@@ -186,11 +282,28 @@ def read_manifest(path: Path, fmt: str = FORMAT) -> dict[str, Any]:
             f"checkpoint {path} has no manifest {mpath.name}: it was not completely written"
         )
     try:
+        if mpath.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise CheckpointError(f"manifest {mpath} is larger than a manifest can be")
         manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"manifest {mpath} of checkpoint {path} is unreadable: {e}") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"manifest {mpath} of checkpoint {path} is unreadable: "
+                              f"{' '.join(str(e).split())[:200]}") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"manifest {mpath} is not a JSON object")
     if manifest.get("format") != fmt:
         raise CheckpointError(f"{path}: unknown checkpoint format {manifest.get('format')!r}")
+    if _field(manifest, "file", str, mpath) != path.name:
+        raise CheckpointError(f"manifest {mpath} describes {manifest['file']!r}, not {path.name}")
+    if _field(manifest, "bytes", int, mpath) < 0:
+        raise CheckpointError(f"manifest {mpath}: negative 'bytes'")
+    if not _SHA_RE.match(_field(manifest, "sha256", str, mpath)):
+        raise CheckpointError(f"manifest {mpath}: 'sha256' is not a SHA-256 hex digest")
+    replay = manifest.get("replay_file")
+    if replay is not None and not (isinstance(replay, str) and _REPLAY_RE.match(replay)):
+        raise CheckpointError(f"manifest {mpath}: replay_file {replay!r} is not a replay file "
+                              "of this directory (replay_<step>.bin)")
+    if fmt == TENSORS_FORMAT:
+        _check_layout(manifest, mpath)
     return manifest
 
 
@@ -235,7 +348,11 @@ class CheckpointManager:
     """``run_dir/checkpoints``: save, list, keep the last N, and find the latest complete one.
 
     The replay buffer (large) is stored as raw tensors, ``replay_<step>.bin``, only with the
-    newest checkpoint.
+    newest checkpoint. Pruning deletes only what this run's timeline wrote and no longer needs:
+    checkpoints older than the last ``keep_last`` and replay files older than the newest
+    checkpoint's. Files that belong to another timeline (newer than a
+    checkpoint a run resumes from, or a ``.pt`` without a valid manifest) are never deleted or
+    overwritten: :meth:`set_aside` moves them to ``superseded-<time>/``.
     """
 
     def __init__(self, directory: Path, keep_last: int = 3) -> None:
@@ -263,33 +380,85 @@ class CheckpointManager:
         self._prune()
         return path
 
-    def list(self) -> list[CheckpointInfo]:
-        """Complete checkpoints (file and manifest present), oldest first."""
-        out: list[CheckpointInfo] = []
-        if not self.dir.exists():
-            return out
+    def _scan(self) -> tuple[builtins.list[CheckpointInfo], builtins.list[Path]]:
+        """Complete checkpoints (a valid manifest), oldest first, and ``.pt`` files without
+        one (not completely written, or their manifest was removed or damaged)."""
+        good: builtins.list[CheckpointInfo] = []
+        unverified: builtins.list[Path] = []
+        if not self.dir.is_dir():
+            return good, unverified
         for p in self.dir.iterdir():
             m = _CKPT_RE.match(p.name)
-            if m and manifest_path(p).exists():
-                try:
-                    manifest = json.loads(manifest_path(p).read_text())
-                except (OSError, json.JSONDecodeError):
-                    continue
-                out.append(CheckpointInfo(int(m.group(1)), p, manifest))
-        return sorted(out, key=lambda c: c.step)
+            if not m or not p.is_file():
+                continue
+            try:
+                manifest = read_manifest(p)
+            except CheckpointError:
+                unverified.append(p)
+                continue
+            good.append(CheckpointInfo(int(m.group(1)), p, manifest))
+        good.sort(key=lambda c: c.step)
+        unverified.sort(key=_step_of)
+        return good, unverified
+
+    def list(self) -> list[CheckpointInfo]:
+        """Complete checkpoints (file and valid manifest present), oldest first."""
+        return self._scan()[0]
+
+    def unverified(self) -> builtins.list[Path]:
+        """Checkpoint files without a valid manifest, oldest first."""
+        return self._scan()[1]
 
     def latest(self) -> CheckpointInfo | None:
         items = self.list()
         return items[-1] if items else None
 
+    def set_aside(self, after_step: int) -> tuple[Path | None, builtins.list[str]]:
+        """Move every checkpoint and replay file newer than ``after_step``, and every
+        checkpoint without a valid manifest, into ``superseded-<time>/`` (a run resuming from
+        step ``after_step`` would otherwise overwrite or prune them). Returns the folder and
+        the names moved (None and [] when nothing was)."""
+        if not self.dir.is_dir():
+            return None, []
+        moving: builtins.list[Path] = []
+        unverified: set[Path] = set(self.unverified())
+        for p in sorted(self.dir.iterdir()):
+            if not p.is_file():
+                continue
+            m = _CKPT_RE.match(p.name) or _REPLAY_RE.match(p.name)
+            stem_match = re.match(r"^(ckpt|replay)_(\d+)\.json$", p.name)
+            step = int(m.group(1)) if m else int(stem_match.group(2)) if stem_match else None
+            if step is None:
+                continue
+            newer = step > after_step
+            orphan = p in unverified or manifest_path(p) in {manifest_path(u) for u in unverified}
+            if newer or orphan:
+                moving.append(p)
+        if not moving:
+            return None, []
+        dest = self.dir / time.strftime("superseded-%Y%m%d-%H%M%S")
+        k = 1
+        while dest.exists():
+            dest = self.dir / (time.strftime("superseded-%Y%m%d-%H%M%S") + f"-{k}")
+            k += 1
+        dest.mkdir()
+        for p in moving:
+            os.replace(p, dest / p.name)
+        _fsync_dir(self.dir)
+        return dest, [p.name for p in moving]
+
     def _prune(self) -> None:
         items = self.list()
-        for info in items[: -self.keep_last]:
+        if not items:
+            return
+        newest = items[-1].step
+        for info in items[: -self.keep_last] if self.keep_last > 0 else []:
             for p in (info.path, manifest_path(info.path)):
                 p.unlink(missing_ok=True)
-        keep_replay = items[-1].manifest.get("replay_file") if items else None
+        kept = {items[-1].manifest.get("replay_file")}
         for p in self.dir.glob("replay_*.bin"):
-            if p.name != keep_replay:
+            m = _REPLAY_RE.match(p.name)
+            if m and int(m.group(1)) < newest and p.name not in kept:
                 p.unlink(missing_ok=True)
                 manifest_path(p).unlink(missing_ok=True)
         for p in self.dir.glob(".*.tmp-*"):
@@ -301,3 +470,8 @@ class CheckpointManager:
                 p.unlink(missing_ok=True)
             except PermissionError:
                 pass
+
+
+def _step_of(path: Path) -> int:
+    m = _CKPT_RE.match(path.name)
+    return int(m.group(1)) if m else -1

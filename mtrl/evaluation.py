@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,12 +122,18 @@ class EvalResult:
         return "\n".join(lines)
 
 
+class EvaluationInterrupted(Exception):
+    """:func:`evaluate` stopped early because its ``should_stop`` said so."""
+
+
 def evaluate(
     agent: Actor, env: MultiTaskVectorEnv, episodes_per_task: int, *, seed: int = 0,
-    deterministic: bool = True,
+    deterministic: bool = True, should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Run the protocol above on an evaluation env (autoreset disabled, one env per task).
-    ``deterministic=False`` samples actions from the policy instead of taking its mode."""
+    ``deterministic=False`` samples actions from the policy instead of taking its mode.
+    ``should_stop`` is asked before every vector step; when it returns True the evaluation
+    raises :class:`EvaluationInterrupted` (a signal must not wait for hundreds of episodes)."""
     if len(np.unique(env.task_ids)) != env.num_envs:
         raise ValueError("the evaluation env must have exactly one sub-env per task")
     n = env.num_envs
@@ -140,17 +147,19 @@ def evaluate(
     env.set_goals(count % goals, all_envs)
     obs, _ = env.reset(seed=seed)
     while (count < episodes_per_task).any():
+        if should_stop is not None and should_stop():
+            raise EvaluationInterrupted(f"evaluation stopped after {int(count.sum())} episodes")
         action = agent.act(obs, task_ids, deterministic=deterministic)
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated | truncated
         if not done.any():
             continue
         ep = info["episode"]
-        for i in np.flatnonzero(done):
-            if count[i] < episodes_per_task:
-                succ[i].append(bool(ep["success"][i]))
-                rets[i].append(float(ep["return"][i]))
-                count[i] += 1
+        for j in np.flatnonzero(done):
+            if count[j] < episodes_per_task:
+                succ[j].append(bool(ep["success"][j]))
+                rets[j].append(float(ep["return"][j]))
+                count[j] += 1
         # Finished envs restart on their next goal; envs already done keep running harmlessly
         # so that the vector env can step in lockstep.
         env.set_goals(count % goals, done)

@@ -27,12 +27,13 @@ import torch
 from mtrl import config as C
 from mtrl.agents import build_agent, build_data_path, preflight
 from mtrl.agents.base import Iteration, NonFiniteActionError
-from mtrl.checkpoint import CheckpointError, CheckpointManager
+from mtrl.checkpoint import CheckpointError, CheckpointManager, CheckpointWriteError
 from mtrl.collect import Collector, VectorCollector
 from mtrl.config import ConfigError, TrainConfig
 from mtrl.envs import MultiTaskVectorEnv, make_env
 from mtrl.evaluation import (
     EvalResult,
+    EvaluationInterrupted,
     RunEvaluation,
     evaluate,
     extra_policies,
@@ -42,6 +43,8 @@ from mtrl.logging import RunLogger, collect_metadata, flatten, tile_matrices, wr
 from mtrl.rundir import (  # noqa: F401  (re-exported: the loop's errors and resume checks)
     ResumeError,
     RunDir,
+    RunLock,
+    RunLockedError,
     check_resume_compatible,
     load_run_config,
     resolve_device,
@@ -132,12 +135,25 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.ckpts = CheckpointManager(self.run_dir / "checkpoints", cfg.checkpoint.keep_last)
         self.resume = resume
+        if resume and not self.run_dir.is_dir():
+            raise ResumeError(f"run directory {self.run_dir} does not exist")
+        # One writer per run directory, from before anything is read until the process ends.
+        self.lock = RunLock(self.run_dir).acquire()
+        try:
+            self._build(cfg, checkpoint, collector)
+        except BaseException:
+            self.close(failed=True)
+            raise
 
+    def _build(self, cfg: TrainConfig, checkpoint: Path | None,
+               collector: Collector | None) -> None:
         resume_state: dict[str, Any] | None = None
         replay_path: Path | None = None
         self.resumed_from: Path | None = None
-        if resume:
+        self.resumed_step: int | None = None
+        if self.resume:
             resume_state, replay_path, self.resumed_from = self._read_resume(checkpoint)
+            self.resumed_step = int(resume_state["loop"]["env_steps"])
         elif RunDir(self.run_dir).holds_run():
             raise ResumeError(
                 f"run directory {self.run_dir} already holds a run; resume it with "
@@ -147,40 +163,36 @@ class Trainer:
         seed_everything(cfg.seed)
         self.task_names = C.task_names(cfg.env)
         preflight(cfg, self.task_names)  # files the run reads (teachers), before any env
+        self.eval_env: MultiTaskVectorEnv | None = None
         self.collector: Collector = (collector if collector is not None
                                      else VectorCollector(make_env(cfg.env, seed=cfg.seed)))
-        self.eval_env: MultiTaskVectorEnv | None = None
+        if cfg.eval.every > 0 or cfg.eval.final:
+            self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
+        self.spec = self.collector.spec
+        if list(self.spec.task_names) != list(self.task_names):
+            raise ConfigError(f"the collector's tasks {self.spec.task_names} are not the "
+                              f"config's {self.task_names}")
+        act_space = self.spec.action_space
+        self.num_tasks = len(self.task_names)
+        self.num_envs = self.collector.num_envs
+        # Benchmarks without a success flag (Atari) log returns and normalized scores.
+        self.has_success = self.spec.has_success
         try:
-            if cfg.eval.every > 0 or cfg.eval.final:
-                self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
-            self.spec = self.collector.spec
-            if list(self.spec.task_names) != list(self.task_names):
-                raise ConfigError(f"the collector's tasks {self.spec.task_names} are not the "
-                                  f"config's {self.task_names}")
-            act_space = self.spec.action_space
-            self.num_tasks = len(self.task_names)
-            self.num_envs = self.collector.num_envs
-            # Benchmarks without a success flag (Atari) log returns and normalized scores.
-            self.has_success = self.spec.has_success
-            try:
-                self.agent = build_agent(cfg.agent, obs_space=self.spec.obs_space,
-                                         action_space=act_space, num_tasks=self.num_tasks,
-                                         device=self.device)
-            except ValueError as e:  # e.g. a continuous-action agent on discrete actions
-                raise ConfigError(f"agent.name={cfg.agent.name!r} on env.name="
-                                  f"{cfg.env.name!r}: {e}") from e
-            self.path = build_data_path(self.agent, cfg, self.spec, self.device)
-            self.last_returns = np.full(self.num_tasks, np.nan)
-            self.vec_step = 0
-            self.updates = 0
-            self.episodes = 0
-            self.last_eval: EvalResult | None = None
-            self.train_success = np.full(self.num_tasks, np.nan)
-            if resume_state is not None:
-                self._restore(resume_state, replay_path)
-        except BaseException:
-            self.close()
-            raise
+            self.agent = build_agent(cfg.agent, obs_space=self.spec.obs_space,
+                                     action_space=act_space, num_tasks=self.num_tasks,
+                                     device=self.device)
+        except ValueError as e:  # e.g. a continuous-action agent on discrete actions
+            raise ConfigError(f"agent.name={cfg.agent.name!r} on env.name="
+                              f"{cfg.env.name!r}: {e}") from e
+        self.path = build_data_path(self.agent, cfg, self.spec, self.device)
+        self.last_returns = np.full(self.num_tasks, np.nan)
+        self.vec_step = 0
+        self.updates = 0
+        self.episodes = 0
+        self.last_eval: EvalResult | None = None
+        self.train_success = np.full(self.num_tasks, np.nan)
+        if resume_state is not None:
+            self._restore(resume_state, replay_path)
 
     @property
     def env(self) -> MultiTaskVectorEnv | None:
@@ -197,12 +209,17 @@ class Trainer:
         self, checkpoint: Path | None
     ) -> tuple[dict[str, Any], Path | None, Path]:
         try:
-            ckpt = RunDir(self.run_dir).load_checkpoint(checkpoint)
+            ckpt = RunDir(self.run_dir).load_checkpoint(checkpoint, adopt=True)
         except CheckpointError as e:
             raise ResumeError(str(e)) from e
         if ckpt.replay_missing is not None:
             print(f"warning: replay buffer {ckpt.replay_missing} is gone (only the newest "
                   "checkpoint keeps one); resuming with an empty buffer", file=sys.stderr)
+        unverified = [p for p in self.ckpts.unverified() if p != ckpt.path]
+        for p in unverified:
+            print(f"warning: {p} has no valid manifest (not completely written, or its "
+                  "manifest was removed or damaged); it is kept, set aside, never overwritten",
+                  file=sys.stderr)
         return ckpt.state, ckpt.replay_path, ckpt.path
 
     def _restore(self, state: dict[str, Any], replay: Path | None) -> None:
@@ -216,8 +233,10 @@ class Trainer:
         if replay is not None and self.path.storage_writer() is not None:
             try:
                 self.path.load_storage(replay)
-            except ValueError as e:
-                raise ResumeError(f"replay buffer of {self.resumed_from}: {e}") from e
+            except (ValueError, CheckpointError) as e:
+                raise ResumeError(
+                    f"replay buffer of {self.resumed_from}: {e}; move {replay.name} (and its "
+                    ".json) out of the way to resume with an empty buffer") from None
         loop = state["loop"]
         self.vec_step = int(loop["vec_step"])
         self.updates = int(loop["updates"])
@@ -233,6 +252,16 @@ class Trainer:
             self.collector.load_state_dict(state["collector"])
         else:
             self.collector.reset()
+
+    def _set_aside(self, step: int) -> None:
+        """Files of another timeline (checkpoints newer than the one resumed from, ``.pt``
+        files without a valid manifest) are moved aside, never overwritten or pruned."""
+        dest, moved = self.ckpts.set_aside(step)
+        if dest is not None:
+            print(f"note: resuming from env step {step}: {len(moved)} newer or unverified "
+                  f"checkpoint file(s) moved to {dest} (kept, not deleted): "
+                  f"{', '.join(moved[:8])}{' ...' if len(moved) > 8 else ''}; resume from one "
+                  f"of them with --checkpoint PATH", file=sys.stderr)
 
     def _train_state(self) -> dict[str, Any]:
         collector_state = None
@@ -264,7 +293,15 @@ class Trainer:
         bad = metrics.nonfinite()
         if bad is not None:
             self._raise_nonfinite(*bad)
-        return self.ckpts.save(self.env_steps, self._train_state(), self.path.storage_writer())
+        try:
+            return self.ckpts.save(self.env_steps, self._train_state(),
+                                   self.path.storage_writer())
+        except CheckpointWriteError as e:
+            last = self.ckpts.latest()
+            where = (f"the last complete checkpoint is {last.path}" if last
+                     else "no checkpoint was saved")
+            raise CheckpointWriteError(
+                f"{e}; {where}; resume with: mtrl train --resume {self.run_dir}") from None
 
     def _raise_nonfinite(self, key: str, update: int) -> None:
         step = self.path.env_steps_at_update(update)
@@ -278,6 +315,8 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train until ``total_steps`` (or a signal); always closes envs and the logger."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resumed_step is not None:
+            self._set_aside(self.resumed_step)
         self._write_run_files()
         logger = RunLogger(self.run_dir, self.task_names,
                            purge_step=self.env_steps if self.resume else None)
@@ -359,7 +398,7 @@ class Trainer:
                         and self.vec_step < total_vec:
                     t0 = time.perf_counter()
                     bar.set_postfix_str("evaluating...", refresh=True)
-                    self._evaluate(logger)
+                    self._evaluate(logger, stop)
                     excluded += time.perf_counter() - t0
                     bar.set_postfix(self._postfix(None, None), refresh=False)
                 if cfg.checkpoint.every > 0 and _crossed(prev, env_steps, cfg.checkpoint.every) \
@@ -368,10 +407,12 @@ class Trainer:
                     last_ckpt = self.save_checkpoint(metrics)
                     excluded += time.perf_counter() - t0
             bar.close()
-            interrupted = stop["signal"] is not None
-            if not interrupted and cfg.eval.final:
-                final_eval = self._evaluate(logger)
+            # The training state is saved before the final evaluation, so that a signal during
+            # the evaluation ends the process at once with nothing to lose.
             last_ckpt = self.save_checkpoint(metrics)
+            if stop["signal"] is None and cfg.eval.final:
+                final_eval = self._evaluate(logger, stop)
+            interrupted = stop["signal"] is not None
             logger.flush()
         finally:
             bar.close()
@@ -488,17 +529,32 @@ class Trainer:
             logger.scalar("train/hns_median", float(np.median(hns)), step)
             logger.scalar("train/hns_mean", float(np.mean(hns)), step)
 
-    def _evaluate(self, logger: RunLogger) -> EvalResult:
+    def _evaluate(self, logger: RunLogger, stop: dict[str, Any] | None = None
+                  ) -> EvalResult | None:
+        """Evaluate, log and write ``eval/step_<n>.json``. The global RNGs are restored
+        afterwards (evaluation does not change the training that follows it). A signal
+        (``stop["signal"]`` set) abandons the evaluation within one vector step: None."""
         assert self.eval_env is not None
         self.agent.eval()
         seed = derive_seed(self.cfg.seed, "eval")
-        result = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes_per_task,
-                          seed=seed, deterministic=self.cfg.eval.deterministic)
-        # Other policies of the agent (Distral's π0) on the same episodes, as eval/<name>/...
-        extra = {name: evaluate(actor, self.eval_env, self.cfg.eval.episodes_per_task,
-                                seed=seed, deterministic=self.cfg.eval.deterministic)
-                 for name, actor in extra_policies(self.agent).items()}
-        self.agent.train()
+        should_stop = None if stop is None else (lambda: stop["signal"] is not None)
+        saved_rng = rng_state()
+        try:
+            result = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes_per_task,
+                              seed=seed, deterministic=self.cfg.eval.deterministic,
+                              should_stop=should_stop)
+            # Other policies of the agent (Distral's π0) on the same episodes: eval/<name>/...
+            extra = {name: evaluate(actor, self.eval_env, self.cfg.eval.episodes_per_task,
+                                    seed=seed, deterministic=self.cfg.eval.deterministic,
+                                    should_stop=should_stop)
+                     for name, actor in extra_policies(self.agent).items()}
+        except EvaluationInterrupted:
+            print(f"\nevaluation at env step {self.env_steps} abandoned (interrupted)",
+                  file=sys.stderr)
+            return None
+        finally:
+            set_rng_state(saved_rng)
+            self.agent.train()
         step = self.env_steps
         self._log_eval(logger, "eval", result, step)
         for name, res in extra.items():
@@ -556,13 +612,20 @@ class Trainer:
             meta["evaluation_protocol"] = self._protocol()
         write_json(meta_path, meta)
 
-    def close(self) -> None:
-        collector = getattr(self, "collector", None)
-        if collector is not None:
-            collector.close()
-        if getattr(self, "eval_env", None) is not None:
-            assert self.eval_env is not None
-            self.eval_env.close()
+    def close(self, *, failed: bool = False) -> None:
+        """Close the envs and release the run directory (``failed``: construction failed, so
+        a directory this trainer created and left empty is removed again)."""
+        try:
+            collector = getattr(self, "collector", None)
+            if collector is not None:
+                collector.close()
+            if getattr(self, "eval_env", None) is not None:
+                assert self.eval_env is not None
+                self.eval_env.close()
+        finally:
+            lock = getattr(self, "lock", None)
+            if lock is not None:
+                lock.release(remove_if_unused=failed)
 
 
 def _crossed(prev: int, now: int, every: int) -> bool:

@@ -597,7 +597,7 @@ class DistillBehaviour:
             return agent.teacher_act(obs, task_id)
         if self.data == "student":
             return agent.act(obs, task_id)
-        use_teacher = self.rng.random(obs.shape[0]) < self.teacher_prob
+        use_teacher = np.asarray(self.rng.random(obs.shape[0]) < self.teacher_prob)
         student = agent.act(obs, task_id)
         if not use_teacher.any():
             return student

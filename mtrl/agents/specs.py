@@ -383,15 +383,25 @@ def distill_path(agent: Any, cfg: TrainConfig, env: EnvSpec, device: torch.devic
 # ----------------------------------------------------------------------------------------------
 # Registration
 
+def _check_distral_sac(cfg: TrainConfig, num_tasks: int) -> None:
+    _check_sac(cfg, num_tasks)
+    _check_distral(cfg)
+
+
+def _check_distral_a2c(cfg: TrainConfig, num_tasks: int) -> None:
+    _check_a2c(cfg, num_tasks)
+    _check_distral(cfg)
+
+
 register_agent("mtsac", build_sac, data_path=replay_path, check=_check_sac,
                continuous_only=True, sections=("sac",))
 register_agent("distral-sac", build_sac, data_path=replay_path,
-               check=lambda cfg, n: (_check_sac(cfg, n), _check_distral(cfg))[0],
+               check=_check_distral_sac,
                continuous_only=True, sections=("sac", "distral"))
 register_agent("mta2c", build_a2c, data_path=a2c_path, check=_check_a2c, on_policy=True,
                sections=("a2c",))
 register_agent("distral-a2c", build_a2c, data_path=a2c_path,
-               check=lambda cfg, n: (_check_a2c(cfg, n), _check_distral(cfg))[0],
+               check=_check_distral_a2c,
                on_policy=True, sections=("a2c", "distral"))
 register_agent("mtppo", build_ppo, data_path=ppo_path, check=_check_ppo, on_policy=True,
                sections=("ppo",))

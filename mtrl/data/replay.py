@@ -11,6 +11,33 @@ import torch
 from mtrl.checkpoint import TENSORS_FORMAT, load_tensors, read_manifest, save_tensors
 
 
+def checked_filled(manifest: dict[str, Any], capacity: int, path: Path) -> int:
+    """The manifest's ``filled`` row count, which must be an int in ``[0, capacity]``."""
+    filled = manifest.get("filled")
+    if not isinstance(filled, int) or isinstance(filled, bool) or not 0 <= filled <= capacity:
+        raise ValueError(f"{path}: its manifest's 'filled' is {filled!r}, not a row count "
+                         f"between 0 and {capacity}")
+    return filled
+
+
+def checked_rings(rest: dict[str, torch.Tensor], num_tasks: int, capacity: int, path: Path
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``ptr`` and ``size`` ring pointers of a saved buffer, checked: one int64 per task,
+    within the capacity, and a ``generator`` state present."""
+    out = []
+    for key in ("ptr", "size"):
+        t = rest.get(key)
+        if t is None or t.dtype != torch.int64 or tuple(t.shape) != (num_tasks,):
+            raise ValueError(f"{path}: '{key}' is missing or is not {num_tasks} int64 values")
+        a = t.numpy().astype(np.int64).copy()
+        if (a < 0).any() or (a > capacity).any():
+            raise ValueError(f"{path}: '{key}' has values outside [0, {capacity}]")
+        out.append(a)
+    if rest.get("generator") is None or rest["generator"].dtype != torch.uint8:
+        raise ValueError(f"{path}: the sampler's generator state is missing")
+    return out[0], out[1]
+
+
 class Batch(NamedTuple):
     """A task-stratified batch: ``num_tasks`` blocks of ``per_task`` rows, task-major, so that
     ``x.view(num_tasks, per_task, ...)`` splits it by task without a gather. All tensors live on
@@ -201,11 +228,10 @@ class MultiTaskReplayBuffer:
         for key, mine in self._shape_meta().items():
             if manifest.get(key) != mine:
                 raise ValueError(f"replay buffer {key}={manifest.get(key)} in {path}, {mine} here")
-        filled = int(manifest["filled"])
+        filled = checked_filled(manifest, self.capacity_per_task, path)
         self.data.zero_()
         data3 = self.data.view(self.num_tasks, self.capacity_per_task, self.width)
         _, rest = load_tensors(Path(path), into={"data": data3[:, :filled]})
-        self.ptr = rest["ptr"].numpy().astype(np.int64).copy()
-        self.size = rest["size"].numpy().astype(np.int64).copy()
+        self.ptr, self.size = checked_rings(rest, self.num_tasks, self.capacity_per_task, path)
         self._size_t.copy_(torch.from_numpy(self.size.astype(np.float32)))
         self.generator.set_state(rest["generator"])

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mtrl.checkpoint import TENSORS_FORMAT, load_tensors, read_manifest, save_tensors
+from mtrl.data.replay import checked_filled, checked_rings
 
 
 class StateBatch(NamedTuple):
@@ -115,9 +116,8 @@ class StateBuffer:
         for key, mine in self._shape_meta().items():
             if manifest.get(key) != mine:
                 raise ValueError(f"state buffer {key}={manifest.get(key)} in {path}, {mine} here")
-        filled = int(manifest["filled"])
+        filled = checked_filled(manifest, self.capacity_per_task, path)
         self.obs.zero_()
         _, rest = load_tensors(Path(path), into={"obs": self.obs[:, :filled]})
-        self.ptr = rest["ptr"].numpy().astype(np.int64).copy()
-        self.size = rest["size"].numpy().astype(np.int64).copy()
+        self.ptr, self.size = checked_rings(rest, self.num_tasks, self.capacity_per_task, path)
         self.generator.set_state(rest["generator"])
