@@ -101,7 +101,10 @@ def _check_spaces(source: str, teacher_obs: gym.Space[Any], teacher_act: gym.Spa
 class SB3Teacher(Teacher):
     """A stable-baselines3 model saved with ``model.save``: PPO, A2C (categorical or diagonal
     Gaussian policies), DQN (``kind="q"``: the logits are Q-values) or SAC (tanh-squashed
-    Gaussian). The algorithm is read from the zip (:func:`mtrl.sb3.detect_sb3_algo`).
+    Gaussian). The policy is rebuilt by :func:`mtrl.sb3.load_sb3_policy` from the zip's plain
+    JSON fields and its weights (``torch.load(weights_only=True)``); nothing in the zip is
+    unpickled, and a zip that needs a pickled field is refused with a
+    :class:`~mtrl.errors.ConfigError` naming the file and the field.
 
     ``output`` runs SB3's own preprocessing (``preprocess_obs``: image scaling, one-hot of
     discrete observations) and networks; the features are the policy's last hidden layer
@@ -115,20 +118,21 @@ class SB3Teacher(Teacher):
     def __init__(self, path: str | Path, *, obs_space: gym.Space[Any],
                  action_space: gym.Space[Any], device: torch.device | str = "cpu",
                  action_map: Sequence[int] | None = None) -> None:
-        from mtrl.sb3 import load_sb3_model
+        from mtrl.sb3 import load_sb3_policy
 
         self.path = Path(path)
         self.device = torch.device(device)
-        self.model, self.algo = load_sb3_model(self.path, device=self.device)
+        loaded = load_sb3_policy(self.path, device=self.device)
+        self.algo = loaded.algo
         self.source = f"{self.path} ({self.algo.upper()})"
-        self.policy = self.model.policy
-        self._perm = _check_spaces(self.source, self.model.observation_space,
-                                   self.model.action_space, obs_space, action_space, action_map)
+        self.policy = loaded.policy
+        self._perm = _check_spaces(self.source, loaded.observation_space,
+                                   loaded.action_space, obs_space, action_space, action_map)
         # A teacher of a game's minimal action set (e.g. ALE/Pong-v5: 6 actions) in an env with
         # the full 18: its logits / Q-values go to their full-space columns, the other columns
         # get MASKED_LOGIT (probability 0), and its actions are translated.
         self.action_map: Tensor | None = None
-        n_teacher = getattr(self.model.action_space, "n", None)
+        n_teacher = getattr(loaded.action_space, "n", None)
         if action_map is not None and n_teacher is not None \
                 and int(n_teacher) != int(getattr(action_space, "n", n_teacher)):
             self.action_map = torch.as_tensor(list(action_map), dtype=torch.long,
@@ -138,8 +142,6 @@ class SB3Teacher(Teacher):
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.kind = "q" if self.algo == "dqn" else "policy"
         self.squashed = self.algo == "sac"
-        if getattr(self.model, "use_sde", False):
-            raise ValueError(f"teacher {self.source}: gSDE policies are not supported")
         if self.algo in ("ppo", "a2c"):
             from stable_baselines3.common.distributions import (
                 CategoricalDistribution,
