@@ -129,11 +129,13 @@ class EvaluationInterrupted(Exception):
 def evaluate(
     agent: Actor, env: MultiTaskVectorEnv, episodes_per_task: int, *, seed: int = 0,
     deterministic: bool = True, should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Run the protocol above on an evaluation env (autoreset disabled, one env per task).
     ``deterministic=False`` samples actions from the policy instead of taking its mode.
     ``should_stop`` is asked before every vector step; when it returns True the evaluation
-    raises :class:`EvaluationInterrupted` (a signal must not wait for hundreds of episodes)."""
+    raises :class:`EvaluationInterrupted` (a signal must not wait for hundreds of episodes).
+    ``progress(done, total)`` is called whenever episodes finish."""
     if len(np.unique(env.task_ids)) != env.num_envs:
         raise ValueError("the evaluation env must have exactly one sub-env per task")
     n = env.num_envs
@@ -160,6 +162,8 @@ def evaluate(
                 succ[j].append(bool(ep["success"][j]))
                 rets[j].append(float(ep["return"][j]))
                 count[j] += 1
+        if progress is not None:
+            progress(int(count.sum()), n * episodes_per_task)
         # Finished envs restart on their next goal; envs already done keep running harmlessly
         # so that the vector env can step in lockstep.
         env.set_goals(count % goals, done)

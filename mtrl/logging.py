@@ -23,6 +23,41 @@ import numpy as np
 from mtrl.checkpoint import atomic_write_text
 
 
+class TextLog:
+    """Plain-text progress lines, appended to ``<run>/train.log`` (``tail -f`` follows a run,
+    ``--seeds`` runs included) and echoed to stdout when ``echo`` is set (no progress bar)."""
+
+    def __init__(self, run_dir: Path, echo: bool) -> None:
+        self.path = Path(run_dir) / "train.log"
+        self.echo = echo
+
+    def line(self, text: str) -> None:
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {text}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(stamped + "\n")
+        except OSError:
+            pass  # progress text is a convenience; a full disk is reported by checkpoints
+        if self.echo:
+            print(stamped, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """``3d 4h``, ``2h 05m``, ``4m 10s``, ``12s``."""
+    s = max(0, round(seconds))
+    d, rem = divmod(s, 86400)
+    h, rem = divmod(rem, 3600)
+    m, sec = divmod(rem, 60)
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m:02d}m"
+    if m:
+        return f"{m}m {sec:02d}s"
+    return f"{sec}s"
+
+
 class RunLogger:
     """Writes scalars to TensorBoard event files in the run directory."""
 

@@ -39,7 +39,15 @@ from mtrl.evaluation import (
     extra_policies,
     protocol_text,
 )
-from mtrl.logging import RunLogger, collect_metadata, flatten, tile_matrices, write_json
+from mtrl.logging import (
+    RunLogger,
+    TextLog,
+    collect_metadata,
+    flatten,
+    format_duration,
+    tile_matrices,
+    write_json,
+)
 from mtrl.rundir import (  # noqa: F401  (re-exported: the loop's errors and resume checks)
     ResumeError,
     RunDir,
@@ -164,10 +172,18 @@ class Trainer:
         self.task_names = C.task_names(cfg.env)
         preflight(cfg, self.task_names)  # files the run reads (teachers), before any env
         self.eval_env: MultiTaskVectorEnv | None = None
-        self.collector: Collector = (collector if collector is not None
-                                     else VectorCollector(make_env(cfg.env, seed=cfg.seed)))
+        if collector is None:
+            t0 = time.perf_counter()
+            _say(f"building the training envs: {cfg.env.name}, {len(self.task_names)} "
+                 f"task(s) x {cfg.env.envs_per_task} env(s)...")
+            collector = VectorCollector(make_env(cfg.env, seed=cfg.seed))
+            _say(f"  built in {format_duration(time.perf_counter() - t0)}")
+        self.collector: Collector = collector
         if cfg.eval.every > 0 or cfg.eval.final:
+            t0 = time.perf_counter()
+            _say("building the evaluation envs (one per task)...")
             self.eval_env = make_env(cfg.env, seed=cfg.seed, evaluation=True)
+            _say(f"  built in {format_duration(time.perf_counter() - t0)}")
         self.spec = self.collector.spec
         if list(self.spec.task_names) != list(self.task_names):
             raise ConfigError(f"the collector's tasks {self.spec.task_names} are not the "
@@ -318,6 +334,7 @@ class Trainer:
         if self.resumed_step is not None:
             self._set_aside(self.resumed_step)
         self._write_run_files()
+        self.text = TextLog(self.run_dir, echo=not self.cfg.log.progress_bar)
         logger = RunLogger(self.run_dir, self.task_names,
                            purge_step=self.env_steps if self.resume else None)
         try:
@@ -352,6 +369,14 @@ class Trainer:
         total_vec = math.ceil(cfg.total_steps / self.num_envs)
         if not self.collector.started:
             self.collector.reset(seed=cfg.seed)
+        start_steps, t_start = self.env_steps, time.perf_counter()
+        total = total_vec * self.num_envs
+        self.text.line(
+            f"{'resume' if self.resume else 'start'}: {cfg.preset or cfg.env.name} "
+            f"({cfg.agent.name} on {cfg.env.name}, {self.num_tasks} task(s), {self.num_envs} "
+            f"env(s)), env step {self.env_steps:,} of {total:,}, device {self.device}; "
+            f"evaluation every {cfg.eval.every:,} steps, checkpoint every "
+            f"{cfg.checkpoint.every:,}; run directory {self.run_dir}")
 
         from tqdm import tqdm
 
@@ -393,6 +418,7 @@ class Trainer:
                     self._log_architectures(logger, env_steps)
                     last_log_t, log_env0, log_upd0, excluded = now, env_steps, self.updates, 0.0
                     bar.set_postfix(self._postfix(sps, ups), refresh=False)
+                    self._progress_line(sps, ups, total, start_steps, t_start)
 
                 if cfg.eval.every > 0 and _crossed(prev, env_steps, cfg.eval.every) \
                         and self.vec_step < total_vec:
@@ -418,6 +444,9 @@ class Trainer:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
+        self.text.line(
+            f"{'interrupted' if interrupted else 'done'} at env step {self.env_steps:,} after "
+            f"{format_duration(time.perf_counter() - t_start)}; checkpoint {last_ckpt}")
         if interrupted:
             print(
                 f"\ninterrupted at env step {self.env_steps}: checkpoint saved to {last_ckpt}\n"
@@ -426,6 +455,25 @@ class Trainer:
             )
         return TrainResult(self.run_dir, self.env_steps, self.updates, interrupted, last_ckpt,
                            final_eval)
+
+    def _progress_line(self, sps: float, ups: float, total: int, start_steps: int,
+                       t_start: float) -> None:
+        """One plain-text line per log interval, with the ETA at this process's overall rate
+        (evaluations and checkpoints included)."""
+        steps = self.env_steps
+        elapsed = time.perf_counter() - t_start
+        rate = (steps - start_steps) / max(elapsed, 1e-9)
+        eta = format_duration((total - steps) / rate) if rate > 0 else "?"
+        parts = [f"step {steps:,}/{total:,} ({100.0 * steps / max(total, 1):.1f}%)",
+                 f"{sps:.0f} steps/s", f"{ups:.1f} updates/s"]
+        if self.has_success and self.last_eval is not None:
+            parts.append(f"eval success {self.last_eval.success_mean:.2f}")
+        elif self.has_success and not np.isnan(self.train_success).all():
+            parts.append(f"train success {np.nanmean(self.train_success):.2f}")
+        if not np.isnan(self.last_returns).all():
+            parts.append(f"return {np.nanmean(self.last_returns):.1f}")
+        parts += [f"elapsed {format_duration(elapsed)}", f"ETA {eta}"]
+        self.text.line("  ".join(parts))
 
     def _account(self, it: Iteration, logger: RunLogger, metrics: _Metrics, bar: Any) -> None:
         """Count an iteration's env steps and updates, and log its finished episodes at the
@@ -539,15 +587,27 @@ class Trainer:
         seed = derive_seed(self.cfg.seed, "eval")
         should_stop = None if stop is None else (lambda: stop["signal"] is not None)
         saved_rng = rng_state()
+        policies = {"": self.agent, **extra_policies(self.agent)}
+        n_eps = self.cfg.eval.episodes_per_task * self.num_tasks
+        text = getattr(self, "text", None)
+        if text is not None:
+            text.line(f"evaluating at env step {self.env_steps:,}: "
+                      f"{self.cfg.eval.episodes_per_task} episode(s) x {self.num_tasks} task(s)"
+                      + (f" x {len(policies)} policies" if len(policies) > 1 else ""))
+        t0 = time.perf_counter()
+        results: dict[str, EvalResult] = {}
         try:
-            result = evaluate(self.agent, self.eval_env, self.cfg.eval.episodes_per_task,
-                              seed=seed, deterministic=self.cfg.eval.deterministic,
-                              should_stop=should_stop)
-            # Other policies of the agent (Distral's π0) on the same episodes: eval/<name>/...
-            extra = {name: evaluate(actor, self.eval_env, self.cfg.eval.episodes_per_task,
-                                    seed=seed, deterministic=self.cfg.eval.deterministic,
-                                    should_stop=should_stop)
-                     for name, actor in extra_policies(self.agent).items()}
+            with _EvalProgress(n_eps * len(policies), self.cfg.log.progress_bar, text) as prog:
+                for k, (name, actor) in enumerate(policies.items()):
+                    # Other policies of the agent (Distral's π0) on the same episodes:
+                    # eval/<name>/...
+                    def report(done: int, _total: int, base: int = k * n_eps) -> None:
+                        prog.update(base + done)
+
+                    results[name] = evaluate(
+                        actor, self.eval_env, self.cfg.eval.episodes_per_task, seed=seed,
+                        deterministic=self.cfg.eval.deterministic, should_stop=should_stop,
+                        progress=report)
         except EvaluationInterrupted:
             print(f"\nevaluation at env step {self.env_steps} abandoned (interrupted)",
                   file=sys.stderr)
@@ -555,6 +615,13 @@ class Trainer:
         finally:
             set_rng_state(saved_rng)
             self.agent.train()
+        result = results.pop("")
+        extra = results
+        if text is not None:
+            summary = (f"success {result.success_mean:.3f}" if self.has_success
+                       else f"return {result.return_mean:.2f}")
+            text.line(f"evaluation at env step {self.env_steps:,}: {summary} "
+                      f"({format_duration(time.perf_counter() - t0)})")
         step = self.env_steps
         self._log_eval(logger, "eval", result, step)
         for name, res in extra.items():
@@ -626,6 +693,43 @@ class Trainer:
             lock = getattr(self, "lock", None)
             if lock is not None:
                 lock.release(remove_if_unused=failed)
+
+
+class _EvalProgress:
+    """Episodes done out of the evaluation's total: a transient bar with the progress bar on,
+    otherwise a text line at most every 30 s."""
+
+    def __init__(self, total: int, bar: bool, text: TextLog | None) -> None:
+        self.total, self.text = total, text
+        self.bar: Any = None
+        if bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="evaluating", unit="episode", leave=False,
+                            dynamic_ncols=True)
+        self.done = 0
+        self.last_line = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        now = time.perf_counter()
+        if self.bar is None and self.text is not None and now - self.last_line > 30.0:
+            self.text.line(f"  evaluation: {done}/{self.total} episodes")
+            self.last_line = now
+
+    def __enter__(self) -> _EvalProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _say(text: str) -> None:
+    """A start-up line (slow steps announce themselves before they start)."""
+    print(text, flush=True)
 
 
 def _crossed(prev: int, now: int, every: int) -> bool:

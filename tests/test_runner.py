@@ -216,3 +216,46 @@ def test_cli_resume_keeps_the_config(tmp_path):
     assert "agent.batch_size: run has 32, requested 64" in res.stderr
     # nothing was overwritten
     assert CheckpointManager(tmp_path / "r/checkpoints").latest().step == 400
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+def test_train_log_follows_the_run_with_eta_and_evaluation_progress(tmp_path, capsys):
+    cfg = tiny_toy_config(eval__every=400, eval__final=True)
+    train(cfg, tmp_path / "r")
+    lines = (tmp_path / "r" / "train.log").read_text().splitlines()
+    body = [ln.split("  ", 1)[1] for ln in lines]  # drop the time stamps
+    assert body[0].startswith("start: toy-mtsac (mtsac on toy-reach, 4 task(s), 8 env(s)), "
+                              "env step 0 of 800")
+    steps = [b for b in body if b.startswith("step ")]
+    assert [s.split()[1] for s in steps] == ["200/800", "400/800", "600/800", "800/800"]
+    assert all(" ETA " in s and "steps/s" in s for s in steps)
+    assert steps[-1].endswith("ETA 0s")
+    evals = [b for b in body if b.startswith("evaluation at env step")]
+    assert [e.split()[4] for e in evals] == ["400:", "800:"]
+    assert body[-1].startswith("done at env step 800 after ")
+    # without a progress bar the lines also go to stdout (what --seeds writes to its logs)
+    assert "step 800/800 (100.0%)" in capsys.readouterr().out
+
+
+def test_evaluation_reports_episodes_done():
+    from mtrl.envs import make_env
+    from mtrl.evaluation import EvaluationInterrupted, evaluate
+
+    cfg = tiny_toy_config()
+    env = make_env(cfg.env, seed=0, evaluation=True)
+
+    class Zero:
+        def act(self, obs, task_id, deterministic=True):
+            return np.zeros((obs.shape[0], 2), dtype=np.float32)
+
+    seen: list[tuple[int, int]] = []
+    evaluate(Zero(), env, 3, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (12, 12) and all(t == 12 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    calls = []
+    with pytest.raises(EvaluationInterrupted):
+        evaluate(Zero(), env, 3, should_stop=lambda: calls.append(1) or len(calls) > 5)
+    assert len(calls) == 6  # stopped at the sixth vector step, not after 12 episodes
+    env.close()
