@@ -677,6 +677,11 @@ class Trainer:
             meta = collect_metadata(self.cfg.seed, str(self.device), self.spec.benchmark)
             meta["task_names"] = self.task_names
             meta["evaluation_protocol"] = self._protocol()
+            from mtrl.api import space_to_json
+
+            # What mtrl.load needs to rebuild the policy without building an env.
+            meta["spaces"] = {"observation": space_to_json(self.spec.obs_space),
+                              "action": space_to_json(self.spec.action_space)}
         write_json(meta_path, meta)
 
     def close(self, *, failed: bool = False) -> None:
