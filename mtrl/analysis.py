@@ -25,6 +25,11 @@ from typing import Any
 import numpy as np
 
 
+class RunDataError(ValueError):
+    """A run lacks, or has garbled, the data a report or plot needs (evaluation results,
+    learning curves); the message names the run or file and what is missing."""
+
+
 def iqm(scores: np.ndarray) -> float:
     """Interquartile mean of all entries: drop ``⌊n/4⌋`` lowest and highest, average the rest."""
     x = np.sort(np.asarray(scores, dtype=np.float64).ravel())
@@ -71,14 +76,50 @@ class RunScores:
     meta: dict[str, Any]
 
 
-def latest_eval(run_dir: Path) -> dict[str, Any]:
-    """The newest evaluation JSON of a run (largest step)."""
+def latest_eval_path(run_dir: str | Path) -> Path:
+    """The newest evaluation JSON file of a run (largest step); FileNotFoundError if none."""
     files = sorted((Path(run_dir) / "eval").glob("step_*.json"))
     if not files:
         raise FileNotFoundError(
             f"{run_dir} has no evaluation results (eval/step_*.json); run `mtrl eval {run_dir}`"
         )
-    return json.loads(files[-1].read_text())
+    return files[-1]
+
+
+def latest_eval(run_dir: str | Path) -> dict[str, Any]:
+    """The newest evaluation JSON of a run (largest step); RunDataError naming the file if it
+    is not a JSON object."""
+    path = latest_eval_path(run_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise RunDataError(f"{path} is not valid JSON: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise RunDataError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _eval_scores(ev: dict[str, Any], source: str) -> tuple[int, int, dict[str, float]]:
+    """``(step, episodes_per_task, {task: success})`` of an evaluation JSON; RunDataError
+    naming ``source`` and the missing or wrong entry."""
+    tasks = ev.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise RunDataError(f"{source} has no per-task results ('tasks': {{task: {{...}}}})")
+    try:
+        step = int(ev["step"])
+        episodes = int(ev["episodes_per_task"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise RunDataError(f"{source} lacks an integer 'step' and 'episodes_per_task'") \
+            from None
+    scores = {}
+    for task, row in tasks.items():
+        value = row.get("success") if isinstance(row, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not np.isfinite(value):
+            raise RunDataError(f"{source}: task {task!r} has no numeric 'success' "
+                               f"(got {value!r})")
+        scores[str(task)] = float(value)
+    return step, episodes, scores
 
 
 def load_run(run_dir: str | Path, method: str | None = None) -> RunScores:
@@ -88,23 +129,27 @@ def load_run(run_dir: str | Path, method: str | None = None) -> RunScores:
     run_dir = Path(run_dir)
     cfg = RunDir(run_dir).config()
     ev = latest_eval(run_dir)
+    step, episodes, scores = _eval_scores(ev, str(latest_eval_path(run_dir)))
     metadata = RunDir(run_dir).metadata()
     bench = metadata.get("benchmark", {})
-    num_tasks = len(ev["tasks"])
+    if not isinstance(bench, dict):
+        raise RunDataError(f"{RunDir(run_dir).metadata_path}: 'benchmark' must be a JSON "
+                           f"object, got {type(bench).__name__}")
+    num_tasks = len(scores)
     return RunScores(
         run_dir=str(run_dir),
         method=method or cfg.preset or cfg.env.name,
         seed=cfg.seed,
-        step=int(ev["step"]),
-        tasks={k: float(v["success"]) for k, v in ev["tasks"].items()},
-        episodes_per_task=int(ev["episodes_per_task"]),
+        step=step,
+        tasks=scores,
+        episodes_per_task=episodes,
         meta={
             "benchmark": bench.get("name", cfg.env.name),
             "reward_version": bench.get("reward_function_version"),
             "episode_length": bench.get("episode_length"),
-            "env_steps": int(ev["step"]),
-            "steps_per_task": int(ev["step"]) // max(num_tasks, 1),
-            "episodes_per_task": int(ev["episodes_per_task"]),
+            "env_steps": step,
+            "steps_per_task": step // max(num_tasks, 1),
+            "episodes_per_task": episodes,
         },
     )
 
@@ -126,8 +171,8 @@ def build_report(runs: Sequence[RunScores], *, reps: int = 2000, seed: int = 0
         task_names = list(rs[0].tasks)
         for r in rs:
             if list(r.tasks) != task_names:
-                raise ValueError(f"method {name!r}: runs {rs[0].run_dir} and {r.run_dir} "
-                                 "were evaluated on different tasks")
+                raise RunDataError(f"method {name!r}: runs {rs[0].run_dir} and {r.run_dir} "
+                                   "were evaluated on different tasks")
         scores = np.array([[r.tasks[t] for t in task_names] for r in rs])
         metas = {json.dumps(r.meta, sort_keys=True) for r in rs}
         out["methods"][name] = {

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import json
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,10 +26,29 @@ class CLIError(Exception):
     pass
 
 
+class UsageError(CLIError):
+    """A command line argparse cannot parse (``prog``: the (sub)command it was parsing)."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.message, self.prog = message, prog
+
+    def __str__(self) -> str:
+        return f"{self.message} (see `{self.prog} --help`)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``mtrl: error: ...``, exit status 2)
+    instead of a usage block: they raise :class:`UsageError`, which :func:`main` prints."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(" ".join(message.split()), self.prog)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from mtrl.presets import PRESETS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mtrl", description="Multi-task reinforcement learning: train, evaluate, presets."
     )
     sub = parser.add_subparsers(dest="command",
@@ -143,6 +163,7 @@ def split_overrides(tokens: list[str]) -> tuple[list[str], list[tuple[str, str]]
                 value = "true"
                 i += 1
             elif nxt is None:
+                C.resolve_path(path)  # an unknown name is reported as such
                 raise CLIError(f"{tok} needs a value")
             else:
                 value = nxt
@@ -191,9 +212,71 @@ def _parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise ConfigError(f"--seeds={text!r} must be comma-separated integers, e.g. 0,1,2") \
             from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    if not seeds:
+        raise ConfigError(f"--seeds={text!r} lists no seeds; give comma-separated seeds, "
+                          "e.g. 0,1,2")
+    if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds={text!r} must list distinct non-negative integers")
+    for s in seeds:
+        try:
+            C.check_seed("--seeds", s)
+        except ConfigError:
+            raise ConfigError(f"--seeds={text!r}: seed {s} is not in [0, {C.MAX_SEED}]") \
+                from None
     return seeds
+
+
+def _check_jobs(args: argparse.Namespace) -> None:
+    if getattr(args, "jobs", None) is None:
+        return
+    if getattr(args, "seeds", None) is None:
+        raise CLIError("--jobs is only used with --seeds (parallel runs of several seeds)")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs={args.jobs} must be >= 1")
+
+
+def _check_dir_arg(flag: str, value: str | None) -> None:
+    """A directory argument (--run-dir): not empty, not an existing file, and no file in the
+    way of creating it."""
+    if value is None:
+        return
+    if not value.strip():
+        raise CLIError(f"{flag} is empty; name a directory")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{flag} {value} is an existing file, not a directory")
+    _check_parents(flag, path)
+
+
+def _check_file_arg(flag: str, value: str | None) -> None:
+    """An input file argument (--checkpoint): not empty, not a directory."""
+    if value is None:
+        return
+    if not value.strip():
+        raise CLIError(f"{flag} is empty; name a file")
+    if Path(value).is_dir():
+        raise CLIError(f"{flag} {value} is a directory; name a file")
+
+
+def _check_out_arg(flag: str, value: str | None) -> None:
+    """An output file argument (--out, --json, --markdown): not empty, not an existing
+    directory, and no file in the way of creating its folder."""
+    if value is None:
+        return
+    if not value.strip():
+        raise CLIError(f"{flag} is empty; name a file to write")
+    path = Path(value)
+    if path.is_dir():
+        raise CLIError(f"{flag} {value} is an existing directory; name a file")
+    _check_parents(flag, path.parent)
+
+
+def _check_parents(flag: str, path: Path) -> None:
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"{flag} {path}: {parent} is a file, not a directory")
+            return
 
 
 def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
@@ -211,10 +294,10 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
     if not args.preset:
         raise CLIError("--seeds needs a preset")
     seeds = _parse_seeds(args.seeds)
+    _check_jobs(args)
+    _check_dir_arg("--run-dir", args.run_dir)
     cores = os.cpu_count() or 1
-    jobs = args.jobs or min(len(seeds), cores)
-    if jobs < 1:
-        raise ConfigError(f"--jobs={jobs} must be >= 1")
+    jobs = args.jobs if args.jobs is not None else min(len(seeds), cores)
     # Validate everything once, before any process starts.
     cfg = get_preset(args.preset)
     _apply_common(cfg, args, overrides)
@@ -271,13 +354,19 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],
     from mtrl.rundir import RunDir
     from mtrl.runner import train
 
-    if args.checkpoint and not args.resume:
+    if args.checkpoint is not None and args.resume is None:
         raise CLIError("--checkpoint is only used together with --resume RUN_DIR")
-    if args.resume:
+    _check_file_arg("--checkpoint", args.checkpoint)
+    _check_jobs(args)
+    _check_dir_arg("--run-dir", args.run_dir)
+    if args.resume is not None:
+        if not args.resume.strip():
+            raise CLIError("--resume is empty; name the run directory to resume")
         run_dir = Path(args.resume)
         if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
             raise CLIError("--run-dir and --resume name different directories; drop --run-dir")
         saved = RunDir(run_dir).config()
+        RunDir(run_dir).metadata()  # a damaged metadata.json fails here, naming the file
         if args.preset:
             cfg = get_preset(args.preset)
             cfg.seed = saved.seed if args.seed is None else cfg.seed
@@ -285,7 +374,13 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],
             cfg = copy.deepcopy(saved)
         _apply_common(cfg, args, overrides)
         cfg.run_dir = str(run_dir)
-        C.validate(cfg)
+        try:
+            C.validate(cfg)
+        except ConfigError as e:
+            if overrides or args.preset or any(
+                    getattr(args, k) is not None for k in ("seed", "total_steps", "device")):
+                raise  # the command line may be at fault
+            raise ConfigError(f"{RunDir(run_dir).config_path}: {e}") from None
         RunDir(run_dir).check_resume_compatible(saved, cfg)
         result = train(cfg, run_dir, resume=True,
                        checkpoint=Path(args.checkpoint) if args.checkpoint else None)
@@ -342,6 +437,11 @@ def cmd_distill(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> i
     if not args.preset:
         raise CLIError("name a preset (toy-distill, or any preset whose env and actor "
                        "architecture the student takes) or pass --resume RUN_DIR")
+    for spec in args.teacher:
+        if not spec.strip() or spec.split("=", 1)[-1].strip() == "":
+            raise CLIError(f"--teacher {spec!r} names no teacher; give TASK=PATH")
+    if args.teachers is not None and not args.teachers.strip():
+        raise CLIError("--teachers is empty; name a directory of teachers or a run")
     specs = [*args.teacher, *([args.teachers] if args.teachers else [])]
 
     def prepare(cfg: C.TrainConfig) -> C.TrainConfig:
@@ -359,12 +459,15 @@ def cmd_distill(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> i
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    _check_out_arg("--json", args.json)
     if args.device not in C.DEVICES:
         raise ConfigError(f"--device={args.device!r} is not valid; allowed: {', '.join(C.DEVICES)}")
-    if args.episodes_per_task is not None and args.episodes_per_task <= 0:
-        raise ConfigError(f"--episodes-per-task={args.episodes_per_task} must be > 0")
-    if args.video_every < 1:
-        raise ConfigError(f"--video-every={args.video_every} must be >= 1")
+    _check_file_arg("--checkpoint", args.checkpoint)
+    if args.episodes_per_task is not None and not 0 < args.episodes_per_task <= C.MAX_INT:
+        raise ConfigError(f"--episodes-per-task={args.episodes_per_task} must be > 0 (and fit "
+                          "in 64 bits)")
+    if not 1 <= args.video_every <= C.MAX_INT:
+        raise ConfigError(f"--video-every={args.video_every} must be >= 1 (and fit in 64 bits)")
     if args.no_table and not args.video:
         raise CLIError("--no-table only makes sense with --video")
     if not args.no_table:
@@ -408,6 +511,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     if args.metric not in METRICS:
         raise ConfigError(f"--metric={args.metric!r} is not valid; allowed: {', '.join(METRICS)}")
+    _check_out_arg("--out", args.out)
     info = plot_runs(args.run_dirs, args.out, metric=args.metric, title=args.title)
     print(f"wrote {args.out}: panels {info['panels']}, methods {info['methods']}")
     return 0
@@ -419,10 +523,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap={args.bootstrap} must be >= 100")
+    if args.bootstrap > MAX_BOOTSTRAP:
+        raise ConfigError(f"--bootstrap={args.bootstrap} must be <= {MAX_BOOTSTRAP} (more "
+                          "resamples do not change the reported intervals, only the run time)")
+    _check_out_arg("--json", args.json)
+    _check_out_arg("--markdown", args.markdown)
     try:
         runs = [load_run(d) for d in args.run_dirs]
     except FileNotFoundError as e:
         raise CLIError(str(e)) from None
+    _check_bootstrap_memory(args.bootstrap, runs)
     report = build_report(runs, reps=args.bootstrap)
     text = report_markdown(report)
     print(text, end="")
@@ -434,6 +544,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(text)
         print(f"wrote {args.markdown}")
     return 0
+
+
+MAX_BOOTSTRAP = 1_000_000
+
+
+def _check_bootstrap_memory(reps: int, runs: list[typing.Any]) -> None:
+    """The bootstrap holds ``reps × runs × tasks`` indices and scores of each method."""
+    by_method: dict[str, list[typing.Any]] = {}
+    for r in runs:
+        by_method.setdefault(r.method, []).append(r)
+    cells = max(len(rs) * max(len(r.tasks) for r in rs) for rs in by_method.values())
+    need = reps * cells * 3 * 8  # int64 indices, the repeated matrix and the resample
+    available = C.machine_memory()
+    if available is not None and need > available:
+        raise ConfigError(f"--bootstrap={reps} needs ~{C.format_bytes(need)} of memory for "
+                          f"{cells} run x task scores; this machine has "
+                          f"{C.format_bytes(available)}")
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -448,7 +575,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+_COMMANDS = ("train", "distill", "eval", "plot", "report", "presets")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from mtrl.analysis import RunDataError
     from mtrl.checkpoint import CheckpointError
     from mtrl.rundir import ResumeError
     from mtrl.runner import NonFiniteLossError
@@ -459,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "train":
             rest, overrides = split_overrides(argv[1:])
             targs = parser.parse_args(["train", *rest])
-            if targs.seeds:
+            if targs.seeds is not None:
                 return cmd_train_seeds(argv[1:], targs, overrides)
             return cmd_train(targs, overrides)
         if argv and argv[0] == "distill":
@@ -476,11 +607,23 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_presets(args)
         parser.print_help()
         return EXIT_USAGE
-    except (ConfigError, CLIError, ResumeError) as e:
+    except UsageError as e:
+        if e.prog == "mtrl" and argv and argv[0] in _COMMANDS:
+            e.prog = f"mtrl {argv[0]}"  # argparse reports leftovers at the top level
+        print(f"mtrl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, CLIError, ResumeError, RunDataError) as e:
         print(f"mtrl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (CheckpointError, NonFiniteLossError) as e:
         print(f"mtrl: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file or directory that cannot be read or written
+        print(f"mtrl: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("mtrl: error: out of memory; reduce the sizes of the run (replay.capacity, "
+              "agent.batch_size, hidden sizes, envs)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mtrl: interrupted", file=sys.stderr)

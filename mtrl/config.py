@@ -19,7 +19,12 @@ Names of envs, architectures, combiners and agents are those of the registries
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
+import math
+import numbers
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -443,6 +448,272 @@ def check_stratified_batch(cfg: TrainConfig, num_tasks: int) -> None:
         )
 
 
+#: Seeds are 31-bit: env k of a run is seeded with ``seed + k``, and Meta-World seeds NumPy's
+#: legacy generator, which takes 32-bit seeds (see :mod:`mtrl.seeding`).
+MAX_SEED = 2**31 - 1
+#: The largest integer any field may hold (what a 64-bit counter, NumPy and torch accept).
+MAX_INT = 2**63 - 1
+#: :class:`mtrl.data.replay.MultiTaskReplayBuffer` holds at most this many transitions.
+REPLAY_MAX_CAPACITY = 2**24
+
+
+def check_seed(path: str, seed: Any) -> None:
+    """Raise ConfigError unless ``seed`` is an integer in ``[0, MAX_SEED]``."""
+    if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+            or not 0 <= int(seed) <= MAX_SEED):
+        raise ConfigError(
+            f"{path}={seed!r} must be an integer in [0, {MAX_SEED}] (31 bits: env k is seeded "
+            "with seed + k, and NumPy's legacy seeding takes 32-bit seeds)"
+        )
+
+
+def _check_number(path: str, value: Any, tp: Any) -> None:
+    if value is None:
+        return
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path} must be a finite number, got {value!r}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        if not -MAX_INT <= int(value) <= MAX_INT:
+            raise ConfigError(f"{path}={value} does not fit in 64 bits (integers must be "
+                              f"between -{MAX_INT} and {MAX_INT})")
+
+
+def check_numbers(cfg: Any, prefix: str = "") -> None:
+    """Every float field of every config section (and every entry of a float list) is a
+    finite number, and every int field an integer that fits in 64 bits; raise ConfigError
+    naming the dotted field (``agent.sac.init_alpha must be a finite number, got inf``)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        path = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, path + ".")
+            continue
+        _, inner = _is_optional(hints[f.name])
+        if typing.get_origin(inner) is list:
+            (elem,) = typing.get_args(inner)
+            if isinstance(value, list | tuple):
+                for i, v in enumerate(value):
+                    _check_number(f"{path}[{i}]", v, elem)
+        else:
+            _check_number(path, value, inner)
+
+
+def _count_tasks(env: EnvConfig) -> int:
+    """The number of tasks of an env config, without listing them when the env takes a
+    ``num_tasks`` field (a huge num_tasks fails the memory check, not a list of names)."""
+    from mtrl.registry import ENVS
+
+    if "num_tasks" in ENVS.get(env.name, "env.name")["uses"]:
+        return int(env.num_tasks)
+    return len(task_names(env))
+
+
+def _uses_replay_buffer(agent: Any) -> bool:
+    """Whether a registered agent stores transitions in a MultiTaskReplayBuffer."""
+    try:
+        from mtrl.agents.specs import replay_path
+    except ImportError:  # pragma: no cover
+        return False
+    return agent.get("data_path") is replay_path
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: refuse sizes the machine cannot hold, before anything is allocated
+
+_FLOAT = 4  # bytes of a float32
+#: (observation values, bytes per value, action dim, image observations) of the built-in envs,
+#: known without building them. Envs not listed count as one value (a lower bound).
+_ENV_SIZES: dict[str, tuple[int, int, int, bool]] = {
+    "toy-reach": (2, 4, 2, False),
+    "toy-reach-discrete": (2, 4, 1, False),
+    **{name: (39, 4, 4, False) for name in ("mt10", "mt25", "mt50", "metaworld")},
+}
+_NATURE_CNN_FEATURES = 512
+_BYTES_PER_TASK = 256  # its name, per-task statistics and env state: a lower bound
+
+
+def _env_sizes(env: EnvConfig) -> tuple[int, int, int, bool]:
+    if env.name == "atari":
+        return max(1, env.frame_stack) * 84 * 84, 1, 1, True
+    return _ENV_SIZES.get(env.name, (1, 4, 1, False))
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's RAM, or a smaller cgroup limit
+    (None if unknown)."""
+    total: int | None = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max",
+                       "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit_file) as fh:
+                limit = int(fh.read().strip())  # "max": no limit (ValueError)
+        except (OSError, ValueError):
+            continue
+        total = limit if total is None else min(total, limit)
+        break
+    return total if total and total > 0 else None
+
+
+def format_bytes(n: float) -> str:
+    """``4.1 TB``, ``24 GB``, ``512 B`` (powers of 1024)."""
+    unit = "B"
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB", "EB"):
+        if n < 1024 or unit == "EB":
+            break
+        n /= 1024
+    if n >= 10_000:
+        return f"{n:.3g} {unit}"
+    return f"{n:.1f} {unit}" if n < 10 and unit != "B" else f"{n:.0f} {unit}"
+
+
+def _mlp_params(in_dim: int, hidden: list[int], out_dim: int) -> int:
+    sizes = [in_dim, *hidden, out_dim]
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
+
+
+def _net_params(arch_name: str, hidden: list[int], in_dim: int, out_dim: int, num_tasks: int,
+                ar: ArchConfig) -> int:
+    """A lower bound of the parameters of a task-conditioned network (the dominant terms of
+    :mod:`mtrl.modules.nets`), without the task input (counted by the caller)."""
+    if arch_name == "separate":
+        return num_tasks * _mlp_params(in_dim, hidden, out_dim)
+    if arch_name == "multihead":
+        last = hidden[-1] if hidden else in_dim
+        return _mlp_params(in_dim, hidden[:-1], last) + num_tasks * (last * out_dim + out_dim)
+    if arch_name == "soft-modular":
+        return (ar.num_layers * ar.num_modules * ar.module_dim ** 2
+                + ar.embedding_dim * (in_dim + ar.routing_dim) + ar.module_dim * out_dim)
+    if arch_name == "routing":
+        return (ar.router_depth * ar.router_modules * ar.module_dim ** 2
+                + ar.module_dim * (in_dim + out_dim))
+    if arch_name == "moe":
+        rep = ar.expert_hidden[-1] if ar.expert_hidden else in_dim
+        return (ar.num_experts * _mlp_params(in_dim, list(ar.expert_hidden)[:-1], rep)
+                + _mlp_params(rep, hidden, out_dim))
+    return _mlp_params(in_dim, hidden, out_dim)
+
+
+def _first_width(arch_name: str, hidden: list[int], ar: ArchConfig) -> int:
+    """Width of the layer that sees a one-hot task input."""
+    if arch_name in ("soft-modular", "routing"):
+        return ar.module_dim
+    if arch_name == "moe":
+        return ar.expert_hidden[0] if ar.expert_hidden else 1
+    return hidden[0] if hidden else 1
+
+
+def memory_needs(cfg: TrainConfig, num_tasks: int) -> list[tuple[str, str, int]]:
+    """``(field=value, what, bytes)``: lower-bound estimates of the largest allocations of a
+    run of ``cfg`` (buffers, one batch, networks with their gradients and Adam state)."""
+    from mtrl.registry import AGENTS
+
+    a, ar = cfg.agent, cfg.agent.arch
+    obs, obs_bytes, act, image = _env_sizes(cfg.env)
+    num_envs = num_tasks * max(1, cfg.env.envs_per_task)
+    entry = AGENTS.get(a.name, "agent.name")
+    out: list[tuple[str, str, int]] = []
+    hidden_sum = max(1, sum(a.actor_hidden) + sum(a.critic_hidden))
+    hidden = f"agent.actor_hidden={a.actor_hidden} and agent.critic_hidden={a.critic_hidden}"
+
+    def activations(lead: str, rows: int, what: str) -> tuple[str, str, int]:
+        # rows × hidden units: blame the larger factor
+        if rows >= hidden_sum:
+            return lead, f"{what} (x {hidden_sum} hidden units)", rows * hidden_sum * _FLOAT
+        return hidden, f"{what} ({rows} rows)", rows * hidden_sum * _FLOAT
+
+    if entry.get("on_policy"):
+        section = "ppo" if "ppo" in entry.get("sections", ()) else "a2c"
+        n_steps = getattr(a, section).n_steps
+        rows = (n_steps + 1) * num_envs
+        out.append((f"agent.{section}.n_steps={n_steps}",
+                    f"the rollout storage ({n_steps} steps x {num_envs} envs x {obs} "
+                    "observation values)",
+                    rows * (obs * obs_bytes + (act + 6) * _FLOAT)))
+        out.append(activations(f"agent.{section}.n_steps={n_steps}", n_steps * num_envs,
+                               f"the activations of one update over the rollout of {num_envs} "
+                               "envs"))
+    else:
+        rows = (cfg.replay.capacity // max(1, num_tasks)) * num_tasks
+        if a.name == "distill":
+            out.append((f"replay.capacity={cfg.replay.capacity}",
+                        f"the state buffer ({obs} observation values per state)",
+                        rows * obs * obs_bytes))
+            row = obs * obs_bytes
+        else:
+            row = (2 * obs + act + 2) * _FLOAT
+            out.append((f"replay.capacity={cfg.replay.capacity}",
+                        f"the replay buffer ({row} bytes per transition)", rows * row))
+        out.append((f"agent.batch_size={a.batch_size}", "one training batch",
+                    a.batch_size * row))
+        out.append(activations(f"agent.batch_size={a.batch_size}", a.batch_size,
+                               "the activations of one training batch"))
+    in_dim = _NATURE_CNN_FEATURES if image else obs
+    nets = [("actor", a.actor_arch, list(a.actor_hidden), in_dim, 2 * act)]
+    nets.append(("critic", a.critic_arch, list(a.critic_hidden), in_dim + act, 1))
+    for role, arch_name, sizes, n_in, n_out in nets:
+        params = _net_params(arch_name, sizes, n_in, n_out, num_tasks, ar)
+        lead = (f"agent.{role}_hidden={sizes}" if arch_name in ("mlp", "multihead", "separate")
+                else f"agent.{role}_arch={arch_name!r} (sizes in agent.arch)")
+        # weights, gradients and Adam's two moments
+        out.append((lead, f"the {role} network (~{params:.3g} parameters, with gradients and "
+                    "optimizer state)", 4 * params * _FLOAT))
+    out.append(_task_input_need(cfg, num_tasks))
+    # each env: its observation, the stacked copies the collector keeps, and its state
+    out.append((f"env.envs_per_task={cfg.env.envs_per_task}",
+                f"{num_envs} envs ({num_tasks} tasks)",
+                num_envs * (4 * obs * obs_bytes + _BYTES_PER_TASK)))
+    return out
+
+
+def _task_input_need(cfg: TrainConfig, num_tasks: int) -> tuple[str, str, int]:
+    """The networks' one-hot task inputs (or task embeddings): ``num_tasks`` × the width of
+    the layers that see them."""
+    a, ar = cfg.agent, cfg.agent.arch
+    width = (_first_width(a.actor_arch, list(a.actor_hidden), ar)
+             + _first_width(a.critic_arch, list(a.critic_hidden), ar))
+    params = num_tasks * (max(1, width) if ar.task_encoder == "one-hot"
+                          else ar.task_embedding_dim + max(1, width))
+    lead = (f"env.num_tasks={cfg.env.num_tasks}" if "num_tasks" in _env_uses(cfg.env)
+            else f"{num_tasks} tasks")
+    return lead, "the task inputs of the networks", 4 * params * _FLOAT
+
+
+def _env_uses(env: EnvConfig) -> tuple[str, ...]:
+    from mtrl.registry import ENVS
+
+    return tuple(ENVS.get(env.name, "env.name")["uses"])
+
+
+def check_memory(cfg: TrainConfig, num_tasks: int, available: int | None = None) -> None:
+    """Raise ConfigError when the run's buffers, batch or networks (:func:`memory_needs`) need
+    more memory than this machine has (``available``: :func:`machine_memory`)."""
+    _check_needs(memory_needs(cfg, num_tasks),
+                 machine_memory() if available is None else available)
+
+
+def _check_needs(needs: list[tuple[str, str, int]], available: int | None) -> None:
+    if available is None:
+        return
+    lead, what, biggest = max(needs, key=lambda n: n[2])
+    if biggest > available:
+        raise ConfigError(f"{lead} needs ~{format_bytes(biggest)} of memory for {what}; "
+                          f"this machine has {format_bytes(available)}")
+    total = sum(n[2] for n in needs)
+    if total > available:
+        parts = ", ".join(f"{what.split(' (')[0]} ~{format_bytes(b)}"
+                          for _, what, b in sorted(needs, key=lambda n: -n[2])[:3])
+        raise ConfigError(f"this config needs ~{format_bytes(total)} of memory ({parts}); "
+                          f"this machine has {format_bytes(available)}")
+
+
 def env_info(env: EnvConfig) -> dict[str, Any]:
     """The registered facts of an env config's env (``discrete``, ``image``, ``uses``)."""
     from mtrl.registry import ENVS
@@ -450,12 +721,21 @@ def env_info(env: EnvConfig) -> dict[str, Any]:
     return ENVS.get(env.name, "env.name").info
 
 
-def validate(cfg: TrainConfig) -> None:
+def validate(cfg: TrainConfig, *, memory: bool = True) -> None:
     """Check every field of ``cfg`` that the chosen env and agent use; raise ConfigError
-    naming the first bad field."""
+    naming the first bad field. Every float must be finite (:func:`check_numbers`), and with
+    ``memory`` the run's buffers, batch and networks must fit this machine's memory
+    (:func:`check_memory`; code that only evaluates a run can pass ``memory=False``)."""
     from mtrl.registry import AGENTS, ARCHITECTURES, COMBINERS
 
+    check_seed("seed", cfg.seed)
+    check_numbers(cfg)
     _validate_env(cfg.env)
+    num_tasks = _count_tasks(cfg.env)
+    # A task list that cannot fit is refused before its names are listed.
+    _check_needs([(f"env.num_tasks={num_tasks}" if "num_tasks" in _env_uses(cfg.env)
+                   else f"{num_tasks} tasks", "the task list", num_tasks * _BYTES_PER_TASK)],
+                 machine_memory())
     names = task_names(cfg.env)
     num_tasks = len(names)
     num_envs = num_tasks * cfg.env.envs_per_task
@@ -468,8 +748,6 @@ def validate(cfg: TrainConfig) -> None:
         if any(not s > 0 for s in cfg.env.reward_scales):
             raise ConfigError(f"env.reward_scales={cfg.env.reward_scales} must all be > 0")
 
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
     if cfg.device not in DEVICES:
         raise ConfigError(choice_message("device", cfg.device, DEVICES))
     if cfg.device == "cuda":
@@ -538,7 +816,15 @@ def validate(cfg: TrainConfig) -> None:
     check_positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
     if cfg.total_steps < num_envs:
         raise ConfigError(
-            f"total_steps={cfg.total_steps} is less than one step of all {num_envs} envs"
+            f"total_steps={cfg.total_steps} is less than one step of all {num_envs} envs "
+            f"({num_tasks} tasks x env.envs_per_task={cfg.env.envs_per_task})"
+        )
+    if memory:
+        check_memory(cfg, num_tasks)
+    if _uses_replay_buffer(agent) and cfg.replay.capacity > REPLAY_MAX_CAPACITY:
+        raise ConfigError(
+            f"replay.capacity={cfg.replay.capacity} is above the replay buffer's limit of "
+            f"{REPLAY_MAX_CAPACITY} (2**24) transitions"
         )
 
 
@@ -682,20 +968,21 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build a (nested) config dataclass from a plain dict; unknown keys are an error (with the
     closest field name). Flat agent fields of mtrl 0.1 are moved to their sections."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got "
+                          f"{type(data).__name__}")
     if cls is AgentConfig:
         data = _migrate_agent_dict(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in set(data) - set(fields))
     if unknown:
         import difflib
 
-        hints = [f"{prefix}{u} (did you mean {prefix}{close[0]}?)" if close else prefix + u
+        shown = [f"{prefix}{u} (did you mean {prefix}{close[0]}?)" if close else prefix + u
                  for u in unknown
                  for close in [difflib.get_close_matches(u, list(fields), n=1)]]
         raise ConfigError(
-            f"unknown field(s) {', '.join(hints)}; "
+            f"unknown field(s) {', '.join(shown)}; "
             f"allowed: {', '.join(prefix + f for f in fields)}"
         )
     kwargs = {}
@@ -789,7 +1076,10 @@ def parse_value(raw: str, tp: Any, path: str) -> Any:
                 return False
             raise ValueError
         if inner is int:
-            f = float(raw)
+            try:
+                return int(raw)  # exact, however large
+            except ValueError:
+                f = float(raw)  # 1e6
             if not f.is_integer():
                 raise ValueError
             return int(f)
@@ -816,8 +1106,15 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path}={value!r} must be a list")
         return [_coerce(v, elem, path) for v in value]
-    if inner is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if inner is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}={value!r} must be a number")
     if inner is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if inner in (int, str, bool) and not (
@@ -834,9 +1131,33 @@ def dump_yaml(cfg: TrainConfig) -> str:
 
 
 def load_yaml(text: str) -> TrainConfig:
+    """A config from YAML text (a ``config.yaml``). YAML is read with PyYAML's safe loader:
+    tags such as ``!!python/object`` are refused, never constructed. Raises ConfigError with a
+    one-line message for text that is not YAML or not a config."""
     import yaml
 
-    return from_dict(TrainConfig, yaml.safe_load(text))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(yaml_error_message(e)) from None
+    return from_dict(TrainConfig, data)
+
+
+def yaml_error_message(e: Exception) -> str:
+    """One line for a PyYAML error: what is wrong and where (line, column)."""
+    import re
+
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = str(getattr(e, "problem", None) or e)
+    tag = re.search(r"tag '([^']*)'", problem)
+    if tag is not None and "constructor" in problem:
+        name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        return (f"the YAML tag {name}{where} is not allowed: a config holds plain YAML only "
+                "(mappings, lists, strings, numbers, booleans, null)")
+    context = getattr(e, "context", None)
+    text = f"{context}: {problem}" if context else problem
+    return f"not valid YAML: {' '.join(text.split())}{where}"
 
 
 # Fields that may differ between a run and its resumption: they do not change the learned

@@ -246,7 +246,7 @@ def evaluate_run(
     from mtrl.seeding import derive_seed, seed_everything
 
     cfg = RunDir(run_dir).config()
-    C.validate(cfg)
+    C.validate(cfg, memory=False)  # evaluation builds no training buffers
     n = episodes_per_task if episodes_per_task is not None else cfg.eval.episodes_per_task
     if n <= 0:
         raise C.ConfigError(f"episodes_per_task={n} must be > 0")

@@ -15,12 +15,29 @@ from pathlib import Path
 
 import numpy as np
 
+from mtrl.analysis import RunDataError
+
 METRICS = {
     "eval-success": ("eval/success", "eval success rate"),
     "train-success": ("train/success", "train success rate"),
     "eval-return": ("eval/return", "eval return"),
     "train-return": ("train/episode_return", "train episode return"),
 }
+
+#: Why a run can lack a metric's curves.
+_MISSING = {
+    "eval": "it has not been evaluated during training yet (eval.every=0 evaluates only at "
+            "the end, and eval.final=false never)",
+    "train": "no training episode has finished yet",
+}
+
+
+def missing_curves_message(run_dir: str | Path, metric: str) -> str:
+    """One line: run ``run_dir`` has no curves of ``metric``, and why that happens."""
+    prefix, _ = METRICS[metric]
+    why = _MISSING[metric.split("-")[0]]
+    return (f"{run_dir} has no {metric} curves (no '{prefix}/<task>' scalars in its event "
+            f"files): {why}")
 
 
 def read_scalars(run_dir: str | Path, prefix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -75,9 +92,10 @@ def plot_runs(
     groups: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
     for i, rd in enumerate(run_dirs):
         name = methods[i] if methods else (RunDir(rd).config().preset or Path(rd).name)
-        data = read_scalars(rd, prefix)
+        data = {task: curve for task, curve in read_scalars(rd, prefix).items()
+                if curve[0].size and task != "mean"}
         if not data:
-            raise ValueError(f"{rd} has no '{prefix}/<task>' curves in its event files")
+            raise RunDataError(missing_curves_message(rd, metric))
         groups.setdefault(name, []).append(data)
     tasks: list[str] = []
     for runs in groups.values():
@@ -125,7 +143,9 @@ def plot_runs(
                bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title or f"{ylabel} per task (mean ± s.e. over runs)", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    finally:
+        plt.close(fig)
     return {"panels": panels, "methods": list(groups), "curves": n_curves}

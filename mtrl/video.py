@@ -78,7 +78,7 @@ def record_videos(
     from mtrl.evaluation import load_policy
     from mtrl.seeding import derive_seed, seed_everything
 
-    C.validate(cfg)
+    C.validate(cfg, memory=False)  # no training buffers
     seed_everything(cfg.seed)
     env = make_env(cfg.env, seed=cfg.seed, evaluation=True, render=True)
     videos = Path(out_dir) if out_dir else Path(run_dir) / "eval" / "videos"
