@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import copy
 import json
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -283,7 +284,6 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
                     overrides: list[tuple[str, str]]) -> int:
     """Run one training process per seed, at most ``--jobs`` at a time, each with its share of
     the CPU threads, into ``RUN_DIR/seed<k>``."""
-    import os
     import subprocess
     import time
 
@@ -323,27 +323,49 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
     pending = list(seeds)
     running: list[tuple[int, subprocess.Popen[bytes]]] = []
     failed: list[int] = []
-    print(f"training seeds {seeds} into {base}/seed<k>, {jobs} at a time")
+    print(f"training seeds {seeds} into {base}/seed<k>, {jobs} at a time; follow one with "
+          f"`tail -f {base}/seed<k>/train.log` (full output in seed<k>/output.log)", flush=True)
+    last_report = time.monotonic()
     while pending or running:
         while pending and len(running) < jobs:
             s = pending.pop(0)
             run_dir = base / f"seed{s}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            log = open(run_dir / "train.log", "wb")  # noqa: SIM115 (closed with the process)
+            # The run's own progress lines go to train.log; everything it prints to output.log.
+            log = open(run_dir / "output.log", "ab")  # noqa: SIM115 (closed with the process)
             cmd = [sys.executable, "-m", "mtrl", "train", *child, "--seed", str(s),
                    "--run-dir", str(run_dir), "--no-progress"]
             running.append((s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                                 env=env)))
+            print(f"seed {s}: started", flush=True)
         time.sleep(0.5)
         for s, proc in list(running):
             if proc.poll() is not None:
                 running.remove((s, proc))
                 status = "done" if proc.returncode == 0 else f"FAILED ({proc.returncode})"
-                print(f"seed {s}: {status}  ({base / f'seed{s}' / 'train.log'})")
+                where = base / f"seed{s}" / ("train.log" if proc.returncode == 0
+                                             else "output.log")
+                print(f"seed {s}: {status}  ({where})", flush=True)
                 if proc.returncode != 0:
                     failed.append(s)
+        if running and time.monotonic() - last_report > 60.0:
+            last_report = time.monotonic()
+            for s, _proc in running:
+                print(f"seed {s}: {_last_line(base / f'seed{s}' / 'train.log')}", flush=True)
     print(f"report: mtrl report {base}/seed* --markdown {base}/report.md")
     return 1 if failed else 0
+
+
+def _last_line(path: Path) -> str:
+    """The last line of a run's train.log without its time stamp ('starting' before one)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return "starting"
+    return lines[-1].split("  ", 1)[-1] if lines else "starting"
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],

@@ -140,6 +140,11 @@ def test_seed_sweep_runs_each_seed_into_its_own_directory(tmp_path):
         cfg_text = (base / f"seed{s}" / "config.yaml").read_text()
         assert f"seed: {s}" in cfg_text
         assert list((base / f"seed{s}" / "eval").glob("step_*.json"))
+        # each seed can be followed: its progress lines, and its whole output beside them
+        log = (base / f"seed{s}" / "train.log").read_text()
+        assert "start: toy-mtsac" in log and "done at env step 400" in log
+        assert "run directory:" in (base / f"seed{s}" / "output.log").read_text()
+        assert f"seed {s}: started" in proc.stdout and f"seed {s}: done" in proc.stdout
     assert main(["train", "toy-mtsac", "--seeds", "0,0"]) == 2
     assert main(["train", "toy-mtsac", "--seeds", "0,1", "--seed", "3"]) == 2
     assert Path(base).is_dir()
