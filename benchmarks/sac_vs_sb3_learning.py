@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -253,6 +254,20 @@ def summarize(results: list[dict[str, Any]], task: str) -> dict[str, Any]:
                 for k in seeds)
             out["mtrl_minus_sb3_final"] = d_final
             out["mtrl_minus_sb3_curve"] = d_curve
+
+            def se(values_m: list[float], values_s: list[float]) -> float:
+                """Standard error of a difference of two means over independent seeds."""
+                n = len(values_m)
+                if n < 2:
+                    return float("nan")
+                return math.sqrt(statistics.variance(values_m) / n
+                                 + statistics.variance(values_s) / n)
+
+            out["se_final"] = se([m["per_seed"][k][final] for k in seeds],
+                                 [s["per_seed"][k][final] for k in seeds])
+            out["se_curve"] = se(
+                [statistics.fmean(m["per_seed"][k][t] for t in common) for k in seeds],
+                [statistics.fmean(s["per_seed"][k][t] for t in common) for k in seeds])
             out["paired_seeds"] = seeds
             out["final_step"] = final
             out["pass"] = d_final >= -0.1 and d_curve >= -0.1
@@ -275,6 +290,9 @@ def print_summary(summary: dict[str, Any]) -> None:
               f"{summary['mtrl_minus_sb3_final']:+.2f} at {summary['final_step']} steps, "
               f"{summary['mtrl_minus_sb3_curve']:+.2f} averaged over the curve -> "
               f"{'PASS' if summary['pass'] else 'FAIL'} (>= -0.10)")
+        print(f"standard errors over seeds (the libraries draw different random numbers, so "
+              f"seeds are independent runs): ±{summary['se_final']:.2f} at the final step, "
+              f"±{summary['se_curve']:.2f} averaged over the curve")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mtrl import config as C
 from mtrl.config import ConfigError
+from mtrl.plugins import prepare_cli as prepare_plugins
 
 EXIT_USAGE = 2
 
@@ -44,6 +45,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         raise UsageError(" ".join(message.split()), self.prog)
+
+
+def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import this plug-in first: a module importable from sys.path or "
+                        "a .py file, registering extra envs, architectures, combiners or "
+                        "agents (repeatable; a run records its plug-ins, see README "
+                        "'Extending mtrl')")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -73,6 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    "parallel processes (at most --jobs at once) into RUN_DIR/seed<k>")
     t.add_argument("--jobs", type=int, help="with --seeds: parallel runs (default: CPU cores, "
                    "at most the number of seeds)")
+    _add_plugin_option(t)
 
     d = sub.add_parser(
         "distill",
@@ -95,6 +105,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      ("--checkpoint", {})):
         d.add_argument(flag, **kw)  # type: ignore[arg-type]
     d.add_argument("--no-progress", action="store_true")
+    _add_plugin_option(d)
 
     e = sub.add_parser("eval", help="evaluate a saved policy of a run directory")
     e.add_argument("run_dir")
@@ -107,19 +118,63 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--video-every", type=int, default=2, help="draw every N-th step (default 2)")
     e.add_argument("--no-table", action="store_true",
                    help="with --video: only record the videos, skip the protocol evaluation")
+    _add_plugin_option(e)
 
-    pl = sub.add_parser("plot", help="learning curves of runs (seeds grouped by preset) as PNG")
+    grouping = (
+        "Runs are grouped by what differs in their resolved configs (config.yaml), ignoring "
+        "seed, run_dir, device, the budget total_steps, logging/evaluation/checkpoint cadence "
+        "and the progress bar; a group is labelled with its preset plus the fields in which "
+        "the groups differ (e.g. 'toy-mtsac agent.actor_arch=multihead'). Runs of one group "
+        "with different budgets (total_steps), evaluation steps, benchmarks (env, task set, "
+        "episode length) or evaluation protocols are refused, unless --allow-mixed."
+    )
+    pl = sub.add_parser(
+        "plot", help="learning curves (or performance profiles) of runs grouped by config",
+        description="Learning curves of runs as PNG: a grid of panels (aggregate over tasks, "
+        "then one per task), each group the mean over its runs (seeds) ± one standard error. "
+        + grouping + " Curves are never cut to the shortest run: with --allow-mixed each "
+        "budget is its own series. Benchmarks without a success flag (Atari) are plotted in "
+        "human-normalized score (median, IQM and mean over games, and per game). --profile "
+        "draws rliable performance profiles of the latest evaluations instead.")
     pl.add_argument("run_dirs", nargs="+")
     pl.add_argument("--out", required=True, help="PNG file to write")
-    pl.add_argument("--metric", default="eval-success",
-                    help="eval-success | train-success | eval-return | train-return")
+    pl.add_argument("--metric", default="auto",
+                    help="auto (eval-success, or eval-hns without a success flag) | "
+                    "eval-success | train-success | eval-return | train-return | eval-hns | "
+                    "train-hns")
     pl.add_argument("--title")
+    pl.add_argument("--profile", action="store_true",
+                    help="draw performance profiles instead of curves: for each group, the "
+                    "fraction of runs x tasks whose latest-evaluation score exceeds tau, with "
+                    "95%% stratified bootstrap bands (rliable; Agarwal et al. 2021)")
 
-    r = sub.add_parser("report", help="multi-seed report: mean, IQM and bootstrap 95%% CIs")
+    r = sub.add_parser(
+        "report", help="multi-seed report: mean, median, IQM, optimality gap with 95%% CIs",
+        description="Aggregate the latest evaluations of runs with rliable (Agarwal et al. "
+        "2021): mean, median, IQM and optimality gap over runs x tasks with stratified "
+        "bootstrap 95% CIs, per-task tables, and with --compare the probability of "
+        "improvement between two groups. " + grouping + " Benchmarks without a success flag "
+        "(Atari) are scored in human-normalized score.")
     r.add_argument("run_dirs", nargs="+")
     r.add_argument("--json", help="write the report as JSON here")
     r.add_argument("--markdown", help="write the report as Markdown here")
     r.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    r.add_argument("--compare", nargs=2, action="append", default=[], metavar=("X", "Y"),
+                   help="also report P(X > Y), the probability that a run of group X scores "
+                   "higher than a run of group Y on a task (averaged over tasks), with its "
+                   "95%% CI; X, Y: group labels (or a word or part of exactly one); "
+                   "repeatable")
+    for a, unit in ((pl, "series"), (r, "row")):
+        a.add_argument("--label", action="append", default=[], metavar="RUN=NAME",
+                       help="name the group of run directory RUN (repeatable); runs sharing a "
+                       "name form one group, instead of the automatic grouping")
+        a.add_argument("--group-by", metavar="FIELD",
+                       help="group the (unlabelled) runs by the value of this dotted config "
+                       "field alone, e.g. agent.actor_arch")
+        a.add_argument("--allow-mixed", action="store_true",
+                       help="instead of refusing a group whose runs differ in budget, "
+                       "evaluation step, benchmark or evaluation protocol, show each value as "
+                       f"its own {unit}")
 
     p = sub.add_parser("presets", help="list presets, or show one preset's full config")
     p.add_argument("name", nargs="?")
@@ -127,7 +182,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_FLAGS_WITH_VALUE = {"--seed", "--total-steps", "--run-dir", "--device", "--resume",
-                           "--checkpoint", "--seeds", "--jobs", "--teacher", "--teachers"}
+                           "--checkpoint", "--seeds", "--jobs", "--teacher", "--teachers",
+                           "--plugin"}
 _TRAIN_FLAGS = _TRAIN_FLAGS_WITH_VALUE | {"--no-progress", "-h", "--help"}
 
 
@@ -529,18 +585,33 @@ def _eval_table(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from mtrl.plotting import METRICS, plot_runs
+    from mtrl.plotting import AUTO_METRIC, METRICS, plot_profiles, plot_runs
 
-    if args.metric not in METRICS:
-        raise ConfigError(f"--metric={args.metric!r} is not valid; allowed: {', '.join(METRICS)}")
+    if args.metric != AUTO_METRIC and args.metric not in METRICS:
+        raise ConfigError(f"--metric={args.metric!r} is not valid; allowed: {AUTO_METRIC}, "
+                          f"{', '.join(METRICS)}")
     _check_out_arg("--out", args.out)
-    info = plot_runs(args.run_dirs, args.out, metric=args.metric, title=args.title)
-    print(f"wrote {args.out}: panels {info['panels']}, methods {info['methods']}")
+    grouping = {"labels": args.label, "group_by": args.group_by,
+                "allow_mixed": args.allow_mixed, "title": args.title}
+    if args.profile:
+        if args.metric != AUTO_METRIC:
+            raise CLIError("--profile draws the scores of the runs' latest evaluations (as "
+                           "`mtrl report`); --metric applies to learning curves only")
+        try:
+            info = plot_profiles(args.run_dirs, args.out, **grouping)
+        except FileNotFoundError as e:
+            raise CLIError(str(e)) from None
+    else:
+        info = plot_runs(args.run_dirs, args.out, metric=args.metric, **grouping)
+    for note in info["notes"]:
+        print(note, file=sys.stderr)
+    print(f"wrote {args.out}: {info['metric']}, panels {info['panels']}, "
+          f"methods {info['methods']}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mtrl.analysis import build_report, load_run, report_markdown
+    from mtrl.analysis import build_report, load_runs, report_markdown, split_notes
     from mtrl.logging import write_json
 
     if args.bootstrap < 100:
@@ -551,11 +622,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     _check_out_arg("--json", args.json)
     _check_out_arg("--markdown", args.markdown)
     try:
-        runs = [load_run(d) for d in args.run_dirs]
+        runs, notes = load_runs(args.run_dirs, labels=args.label, group_by=args.group_by)
     except FileNotFoundError as e:
         raise CLIError(str(e)) from None
     _check_bootstrap_memory(args.bootstrap, runs)
-    report = build_report(runs, reps=args.bootstrap)
+    report = build_report(runs, reps=args.bootstrap, allow_mixed=args.allow_mixed,
+                          compare=[(x, y) for x, y in args.compare])
+    for note in [*notes, *split_notes(report)]:
+        print(note, file=sys.stderr)
     text = report_markdown(report)
     print(text, end="")
     if args.json:
@@ -609,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        argv = prepare_plugins(argv)  # import --plugin modules; train/distill record them
         if argv and argv[0] == "train":
             rest, overrides = split_overrides(argv[1:])
             targs = parser.parse_args(["train", *rest])

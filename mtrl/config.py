@@ -381,6 +381,11 @@ class TrainConfig(_Strict):
     updates_per_step: int = 1
     """Off-policy agents: gradient steps per vector-env step."""
     run_dir: str | None = None
+    plugins: list[str] = field(default_factory=list)
+    """Plug-in modules the run uses (:mod:`mtrl.plugins`): dotted module names importable from
+    sys.path, or absolute paths of .py files. They register extra envs, architectures,
+    combiners or agents, and are imported whenever the run's config is read (``mtrl eval``,
+    ``--resume``, ``mtrl report``, ``mtrl.load``); ``--plugin MODULE`` records them."""
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)

@@ -4,10 +4,15 @@ of — environments, task-conditioned architectures, gradient combiners and agen
 Each built-in part registers itself where it is defined (``mtrl/envs/toy.py`` registers the toy
 envs, ``mtrl/modules/nets.py`` the architectures, …); the config validator, the builders and
 the CLI read the registries, so a name lives in one place and adding a part is one file. User
-code adds its own parts the same way (``mtrl.register_architecture(...)`` in a plug-in module).
+code adds its own parts the same way (``mtrl.register_architecture(...)`` in a plug-in module,
+see :mod:`mtrl.plugins`).
 
-A registry imports the modules of its built-in parts the first time it is asked for a name,
-so that importing :mod:`mtrl.config` stays light.
+A registry imports the modules of its built-in parts the first time it is asked for a name
+(so that importing :mod:`mtrl.config` stays light), and then the plug-ins that installed
+packages declare as entry points in the group ``mtrl.plugins`` (once per process). A name is
+registered once: registering a taken name — built in or from another plug-in — is an error
+unless ``replace=True``; to make that check complete, a registration from outside mtrl first
+loads the built-in parts.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class Entry:
     build: Callable[..., Any]
     check: Callable[..., None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    module: str = ""
+    """The module that registered it (of ``build``), to name it when a plug-in's name clashes."""
 
     def __getitem__(self, key: str) -> Any:
         return self.info[key]
@@ -59,26 +66,45 @@ class Registry:
             self._loaded = True
         finally:
             self._loading = False
+        from mtrl.plugins import load_entry_points
+
+        load_entry_points()
 
     def register(self, name: str, build: Callable[..., Any] | None = None, *,
                  check: Callable[..., None] | None = None, replace: bool = False,
                  **info: Any) -> Any:
         """Register ``build`` under ``name`` (or use as a decorator: ``@REG.register(name)``).
-        Registering a taken name is an error unless ``replace``."""
+        Registering a taken name is a :class:`~mtrl.errors.ConfigError` (a ValueError) naming
+        the module that holds it, unless ``replace``."""
 
         def add(fn: Callable[..., Any]) -> Callable[..., Any]:
             if not name or not isinstance(name, str):
                 raise ValueError(f"a {self.kind} needs a non-empty string name, got {name!r}")
-            if name in self._entries and not replace:
-                raise ValueError(f"{self.kind} {name!r} is already registered "
-                                 "(pass replace=True to override it)")
-            self._entries[name] = Entry(name, fn, check, dict(info))
+            module = str(getattr(fn, "__module__", None) or "")
+            if not _from_mtrl(module):
+                self._load()  # a plug-in's name must not clash with a built-in loaded later
+            old = self._entries.get(name)
+            if old is not None and not replace:
+                from mtrl.plugins import origin_of
+
+                by = f" by {origin_of(old.module)}" if old.module else ""
+                raise ConfigError(f"{self.kind} {name!r} is already registered{by}; choose "
+                                  "another name, or pass replace=True to replace it")
+            self._entries[name] = Entry(name, fn, check, dict(info), module)
             return fn
 
         return add if build is None else add(build)
 
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
+
+    def unregister_module(self, module: str) -> list[str]:
+        """Remove every part that ``module`` registered (a plug-in that failed half-way);
+        the names removed."""
+        names = [n for n, e in self._entries.items() if e.module == module]
+        for n in names:
+            del self._entries[n]
+        return names
 
     def names(self) -> list[str]:
         self._load()
@@ -102,6 +128,10 @@ class Registry:
         return entry
 
 
+def _from_mtrl(module: str) -> bool:
+    return module == "mtrl" or module.startswith("mtrl.")
+
+
 def unknown_name_message(field_name: str, value: Any, allowed: list[str]) -> str:
     """``field=value is not valid; allowed: …`` with a "did you mean" for near misses."""
     msg = f"{field_name}={value!r} is not valid; allowed: {', '.join(map(str, allowed))}"
@@ -115,6 +145,7 @@ ENVS = Registry("env", ("mtrl.envs.toy", "mtrl.envs.metaworld", "mtrl.envs.atari
 ARCHITECTURES = Registry("architecture", ("mtrl.modules.nets",))
 COMBINERS = Registry("combiner", ("mtrl.optim.combiners", "mtrl.optim.balancing"))
 AGENTS = Registry("agent", ("mtrl.agents",))
+REGISTRIES = (ENVS, ARCHITECTURES, COMBINERS, AGENTS)
 
 
 def register_env(name: str, build: Callable[..., Any] | None = None, *,

@@ -190,11 +190,18 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
-    def config(self) -> TrainConfig:
+    def config(self, *, plugins: bool = True) -> TrainConfig:
         """The run's resolved config (ResumeError if this is not a run directory, or its
         ``config.yaml`` is not a valid config: one line naming the file). The YAML is read
         with a safe loader (no Python tags are constructed), and its numbers are checked
-        (finite floats, 64-bit ints)."""
+        (finite floats, 64-bit ints).
+
+        With ``plugins`` (the default) the plug-ins the run recorded (``plugins:``) are
+        imported, so that the names they register are known when the config is validated or
+        its agent built. Importing runs their code: only modules already importable from
+        sys.path and ``.py`` files at absolute paths that exist are imported (ConfigError of
+        one line naming this file otherwise; see :mod:`mtrl.plugins`). ``plugins=False``
+        reads a config without importing anything."""
         if not self.path.exists():
             raise ResumeError(f"run directory {self.path} does not exist")
         if not self.path.is_dir():
@@ -216,6 +223,10 @@ class RunDir:
             raise ResumeError(f"{bad}: {' '.join(str(e).split())}") from None
         except RecursionError:
             raise ResumeError(f"{bad}: nested too deeply") from None
+        if plugins and cfg.plugins:
+            from mtrl.plugins import load_plugins
+
+            load_plugins(cfg.plugins, source=str(self.config_path))
         return cfg
 
     def metadata(self) -> dict[str, Any]:

@@ -108,8 +108,9 @@ def test_plot_writes_a_readable_png_with_one_curve_per_panel_and_method(three_se
     assert info["panels"] == ["mean over tasks", "goal-0", "goal-1", "goal-2", "goal-3"]
     assert info["methods"] == ["toy-mtsac"] and info["curves"] == 5
     with Image.open(out) as im:
-        # 5 panels of 3.4 x 2.6 inches at 110 dpi
-        assert im.size == (round(5 * 3.4 * 110), round(2.6 * 110))
+        # 5 panels in a grid of at most 4 columns (3.6 inches wide at 110 dpi), 2 rows of
+        # panels at least 300 px high
+        assert im.size[0] == round(4 * 3.6 * 110) and im.size[1] >= 2 * 300
         pixels = np.asarray(im.convert("L"))
         assert pixels.std() > 10  # not a blank image
     two = plot_runs([*three_seeds[:2], three_seeds[2]], tmp_path / "two.png",

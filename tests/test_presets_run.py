@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from mtrl import config as C
 from mtrl.presets import PRESETS, get_preset
 from mtrl.runner import train
 
@@ -16,8 +17,7 @@ def _shrink(cfg, steps_per_env: int):
     """The preset as it is, run for a few rollouts/vector steps with tiny buffers."""
     cfg.device = "cpu"
     cfg.log.progress_bar = False
-    num_envs = (cfg.env.num_tasks if not cfg.env.tasks else len(cfg.env.tasks)) \
-        * cfg.env.envs_per_task
+    num_envs = len(C.task_names(cfg.env)) * cfg.env.envs_per_task
     if cfg.agent.name in ("mtsac", "distral-sac"):
         cfg.warmup_steps = num_envs
         cfg.replay.capacity = max(cfg.replay.capacity // 1000, 64 * 50)
