@@ -61,6 +61,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mtrl", description="Multi-task reinforcement learning: train, evaluate, presets."
     )
+    from mtrl import __version__
+
+    parser.add_argument("--version", action="version", version=f"mtrl {__version__}")
     sub = parser.add_subparsers(dest="command",
                                 metavar="{train,distill,eval,plot,report,presets}")
 
@@ -114,8 +117,18 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the results to this JSON file")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.add_argument("--video", action="store_true",
-                   help="also record one episode per task to RUN_DIR/eval/videos/<task>.gif")
+                   help="also record one episode per task to RUN_DIR/eval/videos/<task>.mp4")
     e.add_argument("--video-every", type=int, default=2, help="draw every N-th step (default 2)")
+    e.add_argument("--video-format", choices=("mp4", "gif"), default="mp4",
+                   help="mp4 (H.264, default) or gif (larger files)")
+    e.add_argument("--video-fps", type=int,
+                   help="frames per second (default: 30 for Meta-World, 10 for other envs)")
+    e.add_argument("--video-size", type=int,
+                   help="frame width in pixels (default: 480 for mp4, 320 for gif)")
+    e.add_argument("--video-tasks", metavar="TASKS",
+                   help="comma-separated tasks to record (default: all)")
+    e.add_argument("--video-jobs", type=int, default=1,
+                   help="Meta-World: tasks rendered at once, one process each (default 1)")
     e.add_argument("--no-table", action="store_true",
                    help="with --video: only record the videos, skip the protocol evaluation")
     _add_plugin_option(e)
@@ -546,18 +559,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           "in 64 bits)")
     if not 1 <= args.video_every <= C.MAX_INT:
         raise ConfigError(f"--video-every={args.video_every} must be >= 1 (and fit in 64 bits)")
+    from mtrl import video as V
+
+    for flag, value, lo, hi in (("--video-fps", args.video_fps, 1, V.MAX_FPS),
+                                ("--video-size", args.video_size, V.MIN_SIZE, V.MAX_SIZE),
+                                ("--video-jobs", args.video_jobs, 1, 256)):
+        if value is not None and not lo <= value <= hi:
+            raise ConfigError(f"{flag}={value} must be in [{lo}, {hi}]")
+    video_tasks = [t.strip() for t in (args.video_tasks or "").split(",") if t.strip()]
+    if args.video_tasks is not None and not video_tasks:
+        raise ConfigError(f"--video-tasks={args.video_tasks!r} lists no tasks")
+    if args.video and video_tasks:
+        V.select_tasks(args.run_dir, video_tasks)  # before a long protocol evaluation
     if args.no_table and not args.video:
         raise CLIError("--no-table only makes sense with --video")
     if not args.no_table:
         _eval_table(args)
     if args.video:
-        from mtrl.video import record_videos
-
-        vids = record_videos(args.run_dir, checkpoint=args.checkpoint, every=args.video_every,
-                             device=args.device)
+        vids = V.record_videos(args.run_dir, checkpoint=args.checkpoint, every=args.video_every,
+                               fps=args.video_fps, size=args.video_size, fmt=args.video_format,
+                               tasks=video_tasks or None, jobs=args.video_jobs,
+                               device=args.device)
+        if vids:
+            print(f"videos rendered with {next(iter(vids.values()))['renderer']}")
         for v in vids.values():
             print(f"video {v['path']}: {v['frames']} frames, {v['steps']} steps, "
-                  f"success {'yes' if v['success'] else 'no'}")
+                  f"success {'yes' if v['success'] else 'no'}, {v['seconds']:.1f} s, "
+                  f"{v['width']}x{v['height']}, {v['bytes'] / 1e6:.2f} MB")
+        if vids:
+            total = sum(v["bytes"] for v in vids.values())
+            print(f"videos: {len(vids)} files, {total / 1e6:.2f} MB in all")
     return 0
 
 
@@ -659,11 +690,36 @@ def _check_bootstrap_memory(reps: int, runs: list[typing.Any]) -> None:
                           f"{C.format_bytes(available)}")
 
 
+def describe_preset(cfg: C.TrainConfig) -> str:
+    """The preset as it will run: a header with the resolved task list and env count, then
+    the config without the env fields its env ignores and the agent sections its agent does
+    not read (``config.yaml`` of a run holds them all)."""
+    import yaml
+
+    from mtrl.registry import AGENTS, ENVS
+
+    d = C.to_dict(cfg)
+    used_env = set(ENVS.get(cfg.env.name, "env.name")["uses"])
+    for field in {f for e in ENVS for f in e["uses"]} - used_env:
+        d["env"].pop(field, None)
+    sections = set(AGENTS.get(cfg.agent.name, "agent.name").get("sections", ()))
+    for sec in C.AGENT_SECTIONS:
+        if sec not in sections:
+            d["agent"].pop(sec, None)
+    names = C.task_names(cfg.env)
+    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    head = (f"# {cfg.preset or 'config'}: {len(names)} task(s) ({shown}), "
+            f"{len(names) * cfg.env.envs_per_task} training env(s), {cfg.total_steps:,} env "
+            f"steps\n# fields that {cfg.env.name!r} and {cfg.agent.name!r} do not use are not "
+            "shown\n")
+    return head + yaml.safe_dump(d, sort_keys=False)
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from mtrl.presets import DESCRIPTIONS, PRESETS, get_preset
 
     if args.name:
-        print(C.dump_yaml(get_preset(args.name)), end="")
+        print(describe_preset(get_preset(args.name)), end="")
         return 0
     width = max(len(n) for n in PRESETS)
     for name in PRESETS:

@@ -155,19 +155,22 @@ def test_eval_video_writes_one_decodable_gif_per_task(three_seeds, capsys):
     from PIL import Image
 
     run = str(three_seeds[0])
-    assert main(["eval", run, "--video", "--no-table", "--video-every", "3"]) == 0
+    assert main(["eval", run, "--video", "--no-table", "--video-every", "3",
+                 "--video-format", "gif"]) == 0
     printed = capsys.readouterr().out
     videos = Path(run) / "eval" / "videos"
     assert sorted(p.name for p in videos.glob("*.gif")) == [f"goal-{k}.gif" for k in range(4)]
     from mtrl.video import record_videos
 
-    info = record_videos(run, every=3, out_dir=str(videos))
+    info = record_videos(run, every=3, fmt="gif", out_dir=str(videos))
     for task, v in info.items():
         steps = int(v["steps"])
         expect = len(range(0, steps + 1, 3)) + (1 if steps % 3 else 0)  # every 3rd + the last
         assert v["frames"] == expect
         assert 1 <= steps <= 50
         with Image.open(videos / f"{task}.gif") as im:
-            assert im.n_frames == expect and im.size == (160, 160)
+            # frames scaled to the GIF width, with the label band above the picture
+            assert im.n_frames == expect and im.size == (v["width"], v["height"])
+            assert im.size[0] == 320 and im.size[1] > 320
         assert f"{task}.gif: {expect} frames" in printed
     assert main(["eval", run, "--no-table"]) == 2

@@ -87,7 +87,20 @@ def test_presets_command(capsys):
     out = capsys.readouterr().out
     assert "toy-mtsac" in out and "mt10-mtsac" in out and "mt50-mtsac" in out
     assert main(["presets", "mt10-mtsac"]) == 0
-    assert "batch_size: 1280" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "batch_size: 1280" in out
+    # what will run: MT10's ten tasks, not the unused toy defaults; only SAC's section
+    assert out.startswith("# mt10-mtsac: 10 task(s) (reach-v3, ")
+    assert "num_tasks:" not in out and "max_episode_steps:" not in out
+    assert "sac:" in out and "a2c:" not in out and "ppo:" not in out
+
+
+def test_version(capsys):
+    from mtrl import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"mtrl {__version__}"
 
 
 def test_split_overrides():
