@@ -336,7 +336,9 @@ class Trainer:
         self._write_run_files()
         self.text = TextLog(self.run_dir, echo=not self.cfg.log.progress_bar)
         logger = RunLogger(self.run_dir, self.task_names,
-                           purge_step=self.env_steps if self.resume else None)
+                           purge_step=self.env_steps if self.resume else None,
+                           wandb_project=self.cfg.log.wandb, wandb_mode=self.cfg.log.wandb_mode,
+                           wandb_config=flatten(C.to_dict(self.cfg)))
         try:
             return self._run(logger)
         finally:
@@ -367,10 +369,14 @@ class Trainer:
                 old_handlers[s] = signal.signal(s, _on_signal)
 
         total_vec = math.ceil(cfg.total_steps / self.num_envs)
+        # The run ends on a whole iteration (an on-policy rollout): count the steps it will take.
+        per_it = max(1, int(self.path.vec_steps_per_iteration))
+        if total_vec > self.vec_step:
+            total_vec = self.vec_step + math.ceil((total_vec - self.vec_step) / per_it) * per_it
         if not self.collector.started:
             self.collector.reset(seed=cfg.seed)
         start_steps, t_start = self.env_steps, time.perf_counter()
-        total = total_vec * self.num_envs
+        total = max(total_vec, self.vec_step) * self.num_envs
         self.text.line(
             f"{'resume' if self.resume else 'start'}: {cfg.preset or cfg.env.name} "
             f"({cfg.agent.name} on {cfg.env.name}, {self.num_tasks} task(s), {self.num_envs} "

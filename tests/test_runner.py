@@ -259,3 +259,18 @@ def test_evaluation_reports_episodes_done():
         evaluate(Zero(), env, 3, should_stop=lambda: calls.append(1) or len(calls) > 5)
     assert len(calls) == 6  # stopped at the sixth vector step, not after 12 episodes
     env.close()
+
+
+def test_on_policy_runs_announce_the_whole_rollouts_they_will_take(tmp_path):
+    from mtrl.presets import get_preset
+
+    cfg = get_preset("toy-a2c")  # 16 envs, rollouts of n_steps vector steps
+    cfg.device, cfg.log.progress_bar, cfg.eval.final, cfg.eval.every = "cpu", False, False, 0
+    per_rollout = cfg.agent.a2c.n_steps * 16
+    cfg.total_steps = per_rollout * 3 + 1  # one env step into a fourth rollout
+    cfg.log.every = per_rollout
+    result = train(cfg, tmp_path / "r")
+    assert result.env_steps == per_rollout * 4
+    body = [ln.split("  ", 1)[1] for ln in (tmp_path / "r" / "train.log").read_text().splitlines()]
+    assert f"env step 0 of {per_rollout * 4:,}," in body[0]
+    assert body[-2].startswith(f"step {per_rollout * 4:,}/{per_rollout * 4:,} (100.0%)")

@@ -100,6 +100,11 @@ class DataPath(Protocol):
 
     agent: Any
 
+    @property
+    def vec_steps_per_iteration(self) -> int:
+        """Vector steps one :meth:`iterate` collects (a run ends on a whole iteration)."""
+        ...
+
     def iterate(self, collector: Collector, vec_step: int) -> Iteration:
         """Collect (from vector step ``vec_step`` on) and update once per the agent's rules."""
         ...

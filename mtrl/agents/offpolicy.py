@@ -78,6 +78,10 @@ class ReplayDataPath:
         self.save_with_checkpoint = save_with_checkpoint
         self._references = references or {}
 
+    @property
+    def vec_steps_per_iteration(self) -> int:
+        return 1
+
     def iterate(self, collector: Collector, vec_step: int) -> Iteration:
         self.behaviour.warm = vec_step < self.warm_vec
         tr = collector.collect(self.behaviour, 1)

@@ -64,6 +64,10 @@ class RolloutDataPath:
             storage.set_truncation_value(cut, self.agent.value(obs, storage.task_id[idx]))
 
     # ------------------------------------------------------------------ data path
+    @property
+    def vec_steps_per_iteration(self) -> int:
+        return self.storage.num_steps
+
     def iterate(self, collector: Collector, vec_step: int) -> Iteration:
         storage = self.storage
         tr = collector.collect(self, storage.num_steps)
