@@ -359,6 +359,15 @@ class LogConfig(_Strict):
     every: int = 5_000
     """Write losses and throughput to TensorBoard every this many env steps."""
     progress_bar: bool = True
+    wandb: str = ""
+    """Weights & Biases project to mirror every TensorBoard value to (empty: off; needs
+    ``pip install 'mtrl[wandb]'``). The W&B run lives in ``<run>/wandb/``, is named after the run
+    directory, and a resumed mtrl run resumes it (id in ``<run>/wandb_run_id``)."""
+    wandb_mode: str = "online"
+    """online, offline (``wandb sync <run>/wandb/offline-run-*`` uploads later) or disabled."""
+
+
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 @dataclass
@@ -730,7 +739,8 @@ def validate(cfg: TrainConfig, *, memory: bool = True) -> None:
     """Check every field of ``cfg`` that the chosen env and agent use; raise ConfigError
     naming the first bad field. Every float must be finite (:func:`check_numbers`), and with
     ``memory`` the run's buffers, batch and networks must fit this machine's memory
-    (:func:`check_memory`; code that only evaluates a run can pass ``memory=False``)."""
+    (:func:`check_memory`; code that only evaluates a run can pass ``memory=False``, which
+    also skips the check that the wandb package is installed when ``log.wandb`` is set)."""
     from mtrl.registry import AGENTS, ARCHITECTURES, COMBINERS
 
     check_seed("seed", cfg.seed)
@@ -817,6 +827,14 @@ def validate(cfg: TrainConfig, *, memory: bool = True) -> None:
     check_positive("eval.every", cfg.eval.every, allow_zero=True)
     check_positive("eval.episodes_per_task", cfg.eval.episodes_per_task)
     check_positive("log.every", cfg.log.every)
+    if cfg.log.wandb_mode not in WANDB_MODES:
+        raise ConfigError(choice_message("log.wandb_mode", cfg.log.wandb_mode, WANDB_MODES))
+    if memory and cfg.log.wandb and cfg.log.wandb_mode != "disabled":
+        # Only when validating for training (evaluation logs nothing); found, never imported.
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("log.wandb needs the wandb package: pip install 'mtrl[wandb]'")
     check_positive("checkpoint.every", cfg.checkpoint.every, allow_zero=True)
     check_positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
     if cfg.total_steps < num_envs:
@@ -1176,6 +1194,7 @@ RESUMABLE_FIELDS = (
     "eval.final",
     "log.every",
     "log.progress_bar",
+    "log.wandb_mode",
     "checkpoint.every",
     "checkpoint.keep_last",
     "replay.save_with_checkpoint",

@@ -1,4 +1,5 @@
-"""TensorBoard logging with mtrl's tag names, and the run's ``metadata.json``.
+"""TensorBoard (and, with ``log.wandb``, Weights & Biases) logging with mtrl's tag names, and
+the run's ``metadata.json``.
 
 Tags (see DESIGN.md): ``train/episode_return/<task>``, ``train/success/<task>``,
 ``eval/success/<task>``, ``eval/success_mean``, ``eval/return/<task>``, ``loss/<name>``,
@@ -8,8 +9,10 @@ benchmark's own names, never by index.
 
 from __future__ import annotations
 
+import html
 import json
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mtrl.checkpoint import atomic_write_text
+from mtrl.errors import ConfigError
 
 
 class TextLog:
@@ -58,40 +62,136 @@ def format_duration(seconds: float) -> str:
     return f"{sec}s"
 
 
+WANDB_RUN_ID_FILE = "wandb_run_id"
+"""Holds the W&B run id in the run directory, so that a resumed mtrl run resumes its W&B run."""
+
+
+class WandbSink:
+    """Mirrors :class:`RunLogger`'s values to a Weights & Biases run (``log.wandb``).
+
+    Values are sent with an ``env_step`` key, and W&B charts every tag against it
+    (``define_metric("*", step_metric="env_step")``); W&B's own ``_step`` only counts rows, so
+    values logged out of order (an episode end at an earlier env step than the last loss) are
+    kept instead of being dropped as a step that goes back. Consecutive values of one env step
+    form one row, sent when a value of another step (or a tag already in the row) arrives, and
+    on :meth:`flush` / :meth:`close`."""
+
+    def __init__(self, run_dir: Path, project: str, mode: str,
+                 config: Mapping[str, Any] | None = None) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("log.wandb needs the wandb package: pip install 'mtrl[wandb]'") \
+                from None
+        self._wandb = wandb
+        run_dir = Path(run_dir).resolve()
+        id_path = run_dir / WANDB_RUN_ID_FILE
+        run_id = id_path.read_text(encoding="utf-8").strip() if id_path.is_file() else ""
+        if not run_id:
+            run_id = _new_wandb_id()
+            atomic_write_text(id_path, run_id + "\n")
+        wandb_mode: Any = mode  # one of mtrl.config.WANDB_MODES
+        self.run = wandb.init(project=project, mode=wandb_mode, dir=str(run_dir),
+                              name=run_dir.name, id=run_id, resume="allow")
+        if config:
+            # allow_val_change: a resume may change total_steps, eval.every, ... (see
+            # mtrl.config.RESUMABLE_FIELDS).
+            self.run.config.update(dict(config), allow_val_change=True)
+        self.run.define_metric("env_step")
+        self.run.define_metric("*", step_metric="env_step")
+        self._row: dict[str, Any] = {}
+        self._step = 0
+
+    def add(self, tag: str, value: Any, step: int) -> None:
+        if self._row and (step != self._step or tag in self._row):
+            self.commit()
+        self._step = int(step)
+        self._row[tag] = value
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.add(tag, float(value), step)
+
+    def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
+        self.add(tag, self._wandb.Image(rgb), step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.add(tag, self._wandb.Html(f"<pre>{html.escape(text)}</pre>"), step)
+
+    def commit(self) -> None:
+        if self._row:
+            self.run.log({"env_step": self._step, **self._row})
+            self._row = {}
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self.run.finish()
+
+
+def _new_wandb_id() -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
 class RunLogger:
-    """Writes scalars to TensorBoard event files in the run directory."""
+    """Writes scalars to TensorBoard event files in the run directory, and, with a W&B project
+    (``log.wandb``), the same values under the same tags to W&B (:class:`WandbSink`)."""
 
     def __init__(
-        self, run_dir: Path, task_names: Sequence[str], purge_step: int | None = None
+        self, run_dir: Path, task_names: Sequence[str], purge_step: int | None = None, *,
+        wandb_project: str = "", wandb_mode: str = "online",
+        wandb_config: Mapping[str, Any] | None = None,
     ) -> None:
         """``purge_step``: on resume, the step of the checkpoint; TensorBoard then drops the
-        events an interrupted process wrote after it, so curves do not double back."""
+        events an interrupted process wrote after it, so curves do not double back (W&B keeps
+        them: its rows cannot be removed). ``wandb_project``: empty, or ``wandb_mode``
+        "disabled", leaves W&B out (never imported); ``wandb_config``: the flattened run config
+        recorded as the W&B run's config."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.task_names = list(task_names)
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self.wandb: WandbSink | None = None
+        if wandb_project and wandb_mode != "disabled":
+            try:
+                self.wandb = WandbSink(Path(run_dir), wandb_project, wandb_mode, wandb_config)
+            except BaseException:
+                self.writer.close()
+                raise
+
+    def _scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+        if self.wandb is not None:
+            self.wandb.scalar(tag, value, step)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        self.writer.add_scalar(tag, float(value), step)
+        self._scalar(tag, float(value), step)
 
     def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
         for name, v in values.items():
-            self.writer.add_scalar(f"{prefix}/{name}", float(v), step)
+            self._scalar(f"{prefix}/{name}", float(v), step)
 
     def per_task(self, prefix: str, values: Sequence[float] | np.ndarray, step: int,
                  tasks: Sequence[int] | None = None) -> None:
         """``prefix/<task name>`` for each task index in ``tasks`` (default: all)."""
         idx = range(len(self.task_names)) if tasks is None else tasks
         for k in idx:
-            self.writer.add_scalar(f"{prefix}/{self.task_names[k]}", float(values[k]), step)
+            self._scalar(f"{prefix}/{self.task_names[k]}", float(values[k]), step)
 
     def matrix_image(self, tag: str, matrix: np.ndarray, step: int) -> None:
         """A ``[T, T]`` matrix of values in [-1, 1] (e.g. gradient cosines, rows and columns in
         task-id order) as a heat-map image: blue −1, white 0, red +1."""
-        self.writer.add_image(tag, heatmap_rgb(matrix), step, dataformats="HWC")
+        rgb = heatmap_rgb(matrix)
+        self.writer.add_image(tag, rgb, step, dataformats="HWC")
+        if self.wandb is not None:
+            self.wandb.image(tag, rgb, step)
 
     def text(self, tag: str, text: str) -> None:
+        """Text at step 0 (TensorBoard's default); on W&B an HTML ``<pre>`` block."""
         self.writer.add_text(tag, text)
+        if self.wandb is not None:
+            self.wandb.text(tag, text, 0)
 
     def hparams(self, flat_config: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
         """Register the run's hyperparameters with TensorBoard's HParams dashboard, linked to
@@ -109,9 +209,16 @@ class RunLogger:
 
     def flush(self) -> None:
         self.writer.flush()
+        if self.wandb is not None:
+            self.wandb.commit()
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        finally:
+            if self.wandb is not None:
+                self.wandb.close()
+                self.wandb = None
 
 
 def heatmap_rgb(matrix: np.ndarray, min_size: int = 256) -> np.ndarray:
