@@ -231,21 +231,30 @@ def build_sac(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
     )
 
 
+def _actor_critic_args(cfg: AgentConfig, obs_space: gym.Space[Any],
+                       action_space: gym.Space[Any], num_tasks: int) -> dict[str, Any]:
+    """The network, PopArt and combiner arguments ``build_mta2c`` and ``build_mtppo`` share
+    (PopArt on unless the config turns it off)."""
+    num_actions, action_dim = _action_spec(action_space, cfg.name)
+    return {
+        "obs_shape": tuple(obs_space.shape or ()), "num_tasks": num_tasks,
+        "num_actions": num_actions, "action_dim": action_dim,
+        "actor_hidden": list(cfg.actor_hidden), "critic_hidden": list(cfg.critic_hidden),
+        "actor_arch": cfg.actor_arch, "critic_arch": cfg.critic_arch, "arch_cfg": cfg.arch,
+        "torso": cfg.torso, "popart": True if cfg.popart is None else cfg.popart,
+        "popart_beta": cfg.popart_beta,
+        "combiner": make_combiner(cfg.actor_combiner, cfg.combiner),
+    }
+
+
 def build_a2c(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.Space[Any],
               num_tasks: int, device: torch.device) -> Any:
-    num_actions, action_dim = _action_spec(action_space, cfg.name)
     c = cfg.a2c
     return build_mta2c(
-        obs_shape=tuple(obs_space.shape or ()), num_tasks=num_tasks,
-        num_actions=num_actions, action_dim=action_dim,
-        actor_hidden=list(cfg.actor_hidden), critic_hidden=list(cfg.critic_hidden),
-        actor_arch=cfg.actor_arch, critic_arch=cfg.critic_arch, arch_cfg=cfg.arch,
-        torso=cfg.torso, popart=True if cfg.popart is None else cfg.popart,
-        popart_beta=cfg.popart_beta, lr=c.lr, optimizer=c.optimizer, optim_eps=c.optim_eps,
-        rmsprop_alpha=c.rmsprop_alpha,
+        **_actor_critic_args(cfg, obs_space, action_space, num_tasks),
+        lr=c.lr, optimizer=c.optimizer, optim_eps=c.optim_eps, rmsprop_alpha=c.rmsprop_alpha,
         hparams=A2CHyperparams(gamma=cfg.gamma, gae_lambda=c.gae_lambda, ent_coef=c.ent_coef,
                                vf_coef=c.vf_coef, grad_clip=cfg.grad_clip),
-        combiner=make_combiner(cfg.actor_combiner, cfg.combiner),
         distral=_distral(cfg), pi0_hidden=cfg.distral.pi0_hidden,
         pi0_task_input=cfg.distral.pi0_task_input, device=device,
     )
@@ -253,21 +262,16 @@ def build_a2c(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
 
 def build_ppo(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.Space[Any],
               num_tasks: int, device: torch.device) -> Any:
-    num_actions, action_dim = _action_spec(action_space, cfg.name)
     c = cfg.ppo
     return build_mtppo(
-        obs_shape=tuple(obs_space.shape or ()), num_tasks=num_tasks,
-        num_actions=num_actions, action_dim=action_dim,
-        actor_hidden=list(cfg.actor_hidden), critic_hidden=list(cfg.critic_hidden),
-        actor_arch=cfg.actor_arch, critic_arch=cfg.critic_arch, arch_cfg=cfg.arch,
-        torso=cfg.torso, popart=True if cfg.popart is None else cfg.popart,
-        popart_beta=cfg.popart_beta, lr=c.lr, optim_eps=c.optim_eps,
+        **_actor_critic_args(cfg, obs_space, action_space, num_tasks),
+        lr=c.lr, optim_eps=c.optim_eps,
         hparams=PPOHyperparams(
             gamma=cfg.gamma, gae_lambda=c.gae_lambda, clip_range=c.clip_range,
             clip_value=c.clip_value, ent_coef=c.ent_coef, vf_coef=c.vf_coef, epochs=c.epochs,
             minibatches=c.minibatches, normalize_advantage=c.normalize_advantage,
             target_kl=c.target_kl, grad_clip=cfg.grad_clip),
-        combiner=make_combiner(cfg.actor_combiner, cfg.combiner), device=device,
+        device=device,
     )
 
 
