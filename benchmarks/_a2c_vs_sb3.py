@@ -118,11 +118,12 @@ def _mtrl_config(game_task: str, num_envs: int, steps: int, device: str) -> Any:
     return cfg
 
 
-def _time_mtrl(game_task: str, num_envs: int, steps: int, device: str) -> float:
+def time_mtrl_train(cfg: Any) -> float:
+    """Frames/s of ``mtrl.runner.train(cfg)`` into a temporary run directory, timed from
+    construction (env + networks) to the end of training."""
     from mtrl.runner import train
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = _mtrl_config(game_task, num_envs, steps, device)
         t0 = time.perf_counter()
         res = train(cfg, Path(d) / "run")
         dt = time.perf_counter() - t0
@@ -148,7 +149,7 @@ def measure_a2c_vs_sb3(*, game: str = "pong", game_task: str = "Pong", num_envs:
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    _time_mtrl(game_task, num_envs, num_envs * 40, device)  # warm-up (imports, allocator)
+    time_mtrl_train(_mtrl_config(game_task, num_envs, num_envs * 40, device))  # warm-up
     _time_sb3(game, num_envs, num_envs * 40)
     mtrl_fps: list[float] = []
     sb3_fps: list[float] = []
@@ -156,7 +157,8 @@ def measure_a2c_vs_sb3(*, game: str = "pong", game_task: str = "Pong", num_envs:
         order = ("mtrl", "sb3") if r % 2 == 0 else ("sb3", "mtrl")
         for who in order:
             if who == "mtrl":
-                mtrl_fps.append(_time_mtrl(game_task, num_envs, steps, device))
+                mtrl_fps.append(time_mtrl_train(_mtrl_config(game_task, num_envs, steps,
+                                                             device)))
             else:
                 sb3_fps.append(_time_sb3(game, num_envs, steps))
     ratios = [m / s for m, s in zip(mtrl_fps, sb3_fps, strict=True)]

@@ -15,12 +15,10 @@ SB3's.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from _a2c_vs_sb3 import FRAME_SKIP, ALEVecEnv
+from _a2c_vs_sb3 import FRAME_SKIP, ALEVecEnv, time_mtrl_train
 
 N_STEPS, EPOCHS, MINIBATCH = 128, 4, 256
 
@@ -58,17 +56,6 @@ def _mtrl_config(game_task: str, num_envs: int, steps: int, device: str) -> Any:
     return cfg
 
 
-def _time_mtrl(game_task: str, num_envs: int, steps: int, device: str) -> float:
-    from mtrl.runner import train
-
-    with tempfile.TemporaryDirectory() as d:
-        cfg = _mtrl_config(game_task, num_envs, steps, device)
-        t0 = time.perf_counter()
-        res = train(cfg, Path(d) / "run")
-        dt = time.perf_counter() - t0
-    return res.env_steps * FRAME_SKIP / dt
-
-
 def _time_sb3(game: str, num_envs: int, steps: int, device: str) -> float:
     t0 = time.perf_counter()
     model = _sb3_model(game, num_envs, seed=0, device=device)
@@ -90,7 +77,7 @@ def measure_ppo_vs_sb3(*, game: str = "pong", game_task: str = "Pong", num_envs:
     if (num_envs * N_STEPS) % MINIBATCH:
         raise ValueError(f"num_envs × {N_STEPS} must be a multiple of {MINIBATCH}")
     warm = num_envs * N_STEPS
-    _time_mtrl(game_task, num_envs, warm, device)  # warm-up (imports, allocator)
+    time_mtrl_train(_mtrl_config(game_task, num_envs, warm, device))  # warm-up
     _time_sb3(game, num_envs, warm, device)
     mtrl_fps: list[float] = []
     sb3_fps: list[float] = []
@@ -98,7 +85,8 @@ def measure_ppo_vs_sb3(*, game: str = "pong", game_task: str = "Pong", num_envs:
         order = ("mtrl", "sb3") if r % 2 == 0 else ("sb3", "mtrl")
         for who in order:
             if who == "mtrl":
-                mtrl_fps.append(_time_mtrl(game_task, num_envs, steps, device))
+                mtrl_fps.append(time_mtrl_train(_mtrl_config(game_task, num_envs, steps,
+                                                             device)))
             else:
                 sb3_fps.append(_time_sb3(game, num_envs, steps, device))
     ratios = [m / s for m, s in zip(mtrl_fps, sb3_fps, strict=True)]
