@@ -89,6 +89,7 @@ def _run_mtrl(job: Job, run_dir: Path) -> dict[int, tuple[float, float]]:
     cfg.eval.every = job.eval_every
     cfg.eval.episodes_per_task = job.eval_episodes
     cfg.eval.final = True
+    cfg.eval.at_start = False  # the SB3 side has no step-0 evaluation
     cfg.checkpoint.every = 0
     cfg.log.progress_bar = False
     cfg.log.every = max(1000, job.eval_every // 5)

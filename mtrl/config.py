@@ -348,6 +348,9 @@ class EvalConfig(_Strict):
     """Meta-World protocol: 50 episodes per task, one per goal."""
     final: bool = True
     """Evaluate once more when training ends."""
+    at_start: bool = True
+    """With ``every`` > 0, also evaluate the untrained policy at env step 0 (a new run, not a
+    resume), so that learning curves start where learning starts."""
     deterministic: bool = True
     """Act with the policy's mode (mean action / most likely action), the Meta-World protocol;
     false samples from the policy (common for Atari policy-gradient agents, whose greedy

@@ -179,10 +179,13 @@ class RunLogger:
         for k in idx:
             self._scalar(f"{prefix}/{self.task_names[k]}", float(values[k]), step)
 
-    def matrix_image(self, tag: str, matrix: np.ndarray, step: int) -> None:
+    def matrix_image(self, tag: str, matrix: np.ndarray, step: int,
+                     labels: Sequence[str] | None = None) -> None:
         """A ``[T, T]`` matrix of values in [-1, 1] (e.g. gradient cosines, rows and columns in
-        task-id order) as a heat-map image: blue −1, white 0, red +1."""
-        rgb = heatmap_rgb(matrix)
+        task-id order) as a heat-map image: blue −1, white 0, red +1. With ``labels`` (one per
+        row) the image names the rows, numbers the columns and has a colour bar
+        (:func:`labeled_heatmap_rgb`)."""
+        rgb = heatmap_rgb(matrix) if labels is None else labeled_heatmap_rgb(matrix, labels)
         self.writer.add_image(tag, rgb, step, dataformats="HWC")
         if self.wandb is not None:
             self.wandb.image(tag, rgb, step)
@@ -231,6 +234,53 @@ def heatmap_rgb(matrix: np.ndarray, min_size: int = 256) -> np.ndarray:
     cell = max(4, -(-min_size // max(m.shape)))
     img = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def labeled_heatmap_rgb(matrix: np.ndarray, labels: Sequence[str], cell: int | None = None
+                        ) -> np.ndarray:
+    """:func:`heatmap_rgb` of a square ``[T, T]`` matrix with its rows named ``k  label_k``
+    on the left, its columns numbered ``k`` on top, and a colour bar (+1 red at the top, 0
+    white, −1 blue at the bottom) on the right: ``uint8 [H, W, 3]`` on a white background."""
+    from PIL import Image, ImageDraw
+
+    from mtrl.video import label_font
+
+    m = np.asarray(matrix, dtype=np.float64)
+    t = m.shape[0]
+    if m.shape != (t, t) or len(labels) != t:
+        raise ValueError(f"need a square matrix and one label per row, got {m.shape} and "
+                         f"{len(labels)} labels")
+    cell = cell or max(11, min(40, 400 // max(t, 1)))
+    px = max(9, min(14, cell - 2))
+    font = label_font(px)
+    names = [f"{k}  {name}" for k, name in enumerate(labels)]
+    pad = 6
+    left = int(max(font.getlength(n) for n in names)) + 2 * pad
+    top = px + 2 * pad
+    bar_w, gap = max(10, cell // 2), 3 * pad
+    side = t * cell
+    width = left + side + gap + bar_w + int(font.getlength("-1.0")) + 2 * pad
+    height = top + side + pad
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    img.paste(Image.fromarray(heatmap_rgb(m, min_size=side)[:side, :side]), (left, top))
+    draw = ImageDraw.Draw(img)
+    black = (0, 0, 0)
+    ascent = font.getmetrics()[0]
+    for k, name in enumerate(names):
+        y = top + k * cell + (cell - ascent) // 2
+        draw.text((pad, y), name, fill=black, font=font)
+        col = str(k)
+        x = left + k * cell + (cell - int(font.getlength(col))) // 2
+        draw.text((x, pad), col, fill=black, font=font)
+    ramp = np.linspace(1.0, -1.0, side)[:, None].repeat(bar_w, axis=1)
+    bar = heatmap_rgb(ramp, min_size=1)[::4, ::4][:side, :bar_w]
+    x0 = left + side + gap
+    img.paste(Image.fromarray(bar), (x0, top))
+    for value, y in ((1.0, top), (0.0, top + side // 2 - ascent // 2),
+                     (-1.0, top + side - ascent)):
+        draw.text((x0 + bar_w + pad // 2, y), f"{value:+.0f}" if value else "0", fill=black,
+                  font=font)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def tile_matrices(mats: np.ndarray, gap: int = 1) -> np.ndarray:

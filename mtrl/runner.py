@@ -384,6 +384,10 @@ class Trainer:
             f"evaluation every {cfg.eval.every:,} steps, checkpoint every "
             f"{cfg.checkpoint.every:,}; run directory {self.run_dir}")
 
+        if (cfg.eval.at_start and cfg.eval.every > 0 and self.env_steps == 0
+                and self.eval_env is not None and not self.resume):
+            self._evaluate(logger, stop)
+
         from tqdm import tqdm
 
         bar = tqdm(
@@ -533,7 +537,7 @@ class Trainer:
             for key, value in report.items():
                 v = value.detach().cpu().numpy()
                 if key == "cosine":
-                    logger.matrix_image(f"grad/cosine/{net}", v, step)
+                    logger.matrix_image(f"grad/cosine/{net}", v, step, labels=self.task_names)
                     t = v.shape[0]
                     if t > 1:
                         off = v[~np.eye(t, dtype=bool)].reshape(t, t - 1)

@@ -274,3 +274,30 @@ def test_on_policy_runs_announce_the_whole_rollouts_they_will_take(tmp_path):
     body = [ln.split("  ", 1)[1] for ln in (tmp_path / "r" / "train.log").read_text().splitlines()]
     assert f"env step 0 of {per_rollout * 4:,}," in body[0]
     assert body[-2].startswith(f"step {per_rollout * 4:,}/{per_rollout * 4:,} (100.0%)")
+
+
+def _eval_steps(run_dir: Path) -> list[int]:
+    return sorted(json.loads(f.read_text())["step"] for f in (run_dir / "eval").glob("step_*.json"))
+
+
+def test_first_evaluation_is_of_the_untrained_policy_at_step_0(tmp_path):
+    """Curves start where learning starts: a new run with periodic evaluations evaluates at env
+    step 0; a resume does not evaluate step 0 again; ``eval.at_start false`` turns it off; the
+    step-0 evaluation does not change the training that follows (RNG states restored)."""
+    def cfg(**kw):
+        return tiny_toy_config(eval__every=400, eval__final=True, **kw)
+
+    train(cfg(total_steps=400), tmp_path / "a")
+    assert _eval_steps(tmp_path / "a") == [0, 400]
+    first = json.loads((tmp_path / "a/eval/step_000000000000.json").read_text())
+    assert first["episodes_per_task"] == 2 and 0.0 <= first["success_mean"] <= 1.0
+    train(cfg(), tmp_path / "a", resume=True)
+    assert _eval_steps(tmp_path / "a") == [0, 400, 800]
+    train(cfg(eval__at_start=False, total_steps=400), tmp_path / "b")
+    assert _eval_steps(tmp_path / "b") == [400]
+
+    def agent_at_400(run: str) -> dict:
+        path = tmp_path / run / "checkpoints/ckpt_000000000400.pt"
+        return torch.load(path, weights_only=True)["agent"]
+
+    _assert_same_tensors(agent_at_400("a"), agent_at_400("b"))

@@ -114,7 +114,9 @@ def test_gradient_diagnostics_reach_tensorboard(tmp_path):
     images = ea.Tags()["images"]
     assert set(images) == {"grad/cosine/actor", "grad/cosine/critic"}
     img = ea.Images("grad/cosine/critic")[-1]
-    assert (img.width, img.height) == (256, 256)  # 4 tasks × 64-pixel cells
+    # 4 tasks × 40-pixel cells, with row names on the left, column numbers on top and a
+    # colour bar on the right (labeled_heatmap_rgb)
+    assert img.height == 14 + 12 + 4 * 40 + 6 and img.width > 4 * 40 + 60
     scalars = set(ea.Tags()["scalars"])
     for net in ("actor", "critic"):
         assert f"grad/conflict_fraction/{net}" in scalars
@@ -176,3 +178,28 @@ def test_pcgrad_matches_algorithm_1_with_routed_architectures(arch):
     for comb in (agent.actor_combiner, agent.critic_combiner):
         for got, expect in comb.checks:
             np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_cosine_image_names_tasks_and_has_a_colour_bar():
+    from mtrl.logging import heatmap_rgb, labeled_heatmap_rgb
+
+    m = np.array([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.5], [0.0, 0.5, 1.0]])
+    img = labeled_heatmap_rgb(m, ["reach-v3", "push-v3", "pick-place-v3"], cell=20)
+    raw = heatmap_rgb(m, min_size=60)
+    # locate the 60x60 heat map inside the labelled image: its pixels are copied unchanged
+    hits = [(y, x) for y in range(img.shape[0] - 59) for x in range(img.shape[1] - 59)
+            if np.array_equal(img[y:y + 60, x:x + 60], raw)]
+    assert len(hits) == 1
+    top, left = hits[0]
+    assert left > 60 and top > 5  # room for the names and the column numbers
+    names = img[top:top + 60, :left]
+    assert (names.min(axis=-1) < 100).sum() > 100  # dark text on white
+    # the colour bar right of the map: red at the top, white in the middle, blue at the bottom
+    bar = img[top:top + 60, left + 60:]
+    red = np.flatnonzero((bar[0] == (255, 0, 0)).all(axis=-1))
+    assert len(red) >= 8  # a bar at least 8 px wide
+    x = red[0]
+    assert tuple(bar[-1, x]) == (0, 0, 255)
+    assert bar[30, x].min() > 240
+    with pytest.raises(ValueError, match="one label per row"):
+        labeled_heatmap_rgb(m, ["a", "b"])
