@@ -157,3 +157,15 @@ def test_eval_protocol_agrees_with_metaworld_evaluation():
                                                                      rel=1e-4), (task, g)
     finally:
         mw_env.close()
+
+
+def test_render_frames_refuses_several_tasks_in_one_process():
+    """Several MuJoCo renderers in one process draw tasks with each other's meshes (docs/NOTES.md,
+    "Meta-World videos"): an env of two tasks refuses to render, before any GL context exists."""
+    env = make_env(EnvConfig(name="metaworld", tasks=["reach-v3", "drawer-close-v3"]), seed=0,
+                   evaluation=True, render=True)
+    try:
+        with pytest.raises(RuntimeError, match="one task per process"):
+            env.render_frames()
+    finally:
+        env.close()

@@ -48,8 +48,15 @@ class MetaWorldMultiTaskEnv(MultiTaskVectorEnv):
             sub.unwrapped.set_task(tasks[int(goal_index[i]) % len(tasks)])  # type: ignore[attr-defined]
 
     def render_frames(self) -> list[np.ndarray]:
-        # MuJoCo off-screen rendering: headless machines need MUJOCO_GL=osmesa (libosmesa6)
-        # or egl with a GPU; mtrl sets osmesa when nothing is set (see mtrl.video).
+        """The frame of the one sub-env (MuJoCo off-screen: ``MUJOCO_GL`` egl or osmesa).
+
+        Several MuJoCo GL contexts in one process draw tasks with each other's meshes (red
+        arms, missing tables; docs/NOTES.md), so an env of several tasks refuses: render each
+        task in its own process, as ``mtrl eval --video`` does (:mod:`mtrl.video`)."""
+        if self.num_envs != 1:
+            raise RuntimeError(
+                f"rendering {self.num_envs} Meta-World envs in one process corrupts their "
+                "frames; render one task per process (mtrl eval RUN --video does)")
         return [np.asarray(f) for f in _vec(self.env).call("render")]
 
     def set_terminate_on_success(self, flag: bool) -> None:
