@@ -141,3 +141,13 @@ def test_yaml_with_unknown_or_mistyped_fields_is_rejected():
     text = C.dump_yaml(get_preset("toy-mtsac")).replace("seed: 0", "seed: zero")
     with pytest.raises(ConfigError, match="seed"):
         C.load_yaml(text)
+
+
+def test_every_preset_has_a_one_line_description():
+    """`mtrl presets` lists each preset with its description; none may be blank."""
+    from mtrl.presets import DESCRIPTIONS, PRESETS
+
+    missing = [name for name in PRESETS if not DESCRIPTIONS.get(name, "").strip()]
+    assert not missing, f"presets without a description: {missing}"
+    assert set(DESCRIPTIONS) <= set(PRESETS), set(DESCRIPTIONS) - set(PRESETS)
+    assert all("\n" not in d and len(d) <= 100 for d in DESCRIPTIONS.values())
