@@ -360,3 +360,32 @@ def test_summarize_median_and_mean():
     assert math.isnan(hns["Pooyan"])
     assert s["num_games"] == 4
     assert s["median"] == pytest.approx(0.75) and s["mean"] == pytest.approx(0.875)
+
+
+def test_skiing_takes_the_shared_18_actions_through_its_9_legal_ones():
+    """ale-py 0.12's Skiing has 9 legal actions (no FIRE) even with the full action space; the
+    shared 18 actions reach it with FIRE dropped (FIRE = NOOP, UPFIRE = UP, ...), so a Skiing
+    run (atari57 presets) builds and acts."""
+    from mtrl.envs.atari import full_action_map
+
+    assert full_action_map("Pong") is None
+    amap = full_action_map("Skiing")
+    assert amap.tolist() == [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8]
+
+    def frames(actions: list[int]) -> np.ndarray:
+        env = make_atari_env(["Skiing", "Pong"], 1, seed=3, noop_max=0,
+                             repeat_action_probability=0.0)
+        try:
+            obs, _ = env.reset(seed=3)
+            out = [obs[0]]
+            for a in actions:
+                obs, *_ = env.step(np.array([a, 0]))
+                out.append(obs[0])
+            return np.stack(out)
+        finally:
+            env.close()
+
+    right = frames([3] * 30)  # RIGHT
+    assert np.array_equal(frames([11] * 30), right)  # RIGHTFIRE = RIGHT
+    assert np.array_equal(frames([1] * 30), frames([0] * 30))  # FIRE = NOOP
+    assert not np.array_equal(frames([4] * 30), right)  # LEFT is another move

@@ -88,6 +88,36 @@ def minimal_action_set(game: str) -> tuple[int, ...]:
     return tuple(int(a.value) for a in ale.getMinimalActionSet())
 
 
+#: ALE's action enum: each FIRE action → the same move without FIRE (FIRE → NOOP, UPFIRE → UP, …).
+_WITHOUT_FIRE = (0, 0, 2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9)
+
+
+@functools.cache
+def full_action_map(game: str) -> np.ndarray | None:
+    """How the shared 18 actions reach a game whose *full* action space is smaller: ``map[a]``
+    is the index in that game's legal action set of ALE action ``a``, or of ``a`` without FIRE
+    when the game has no such action. None when the game takes all 18 (every game but Skiing in
+    ale-py 0.12, whose legal set has no FIRE actions: its button does nothing in the race)."""
+    from ale_py import ALEInterface, LoggerMode
+    from ale_py.roms import get_rom_path
+
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.loadROM(get_rom_path(rom_id(game)))
+    legal = [int(x.value) for x in ale.getLegalActionSet()]
+    if len(legal) == NUM_ACTIONS:
+        return None
+    index = {action: k for k, action in enumerate(legal)}
+    out = []
+    for action in range(NUM_ACTIONS):
+        target = action if action in index else _WITHOUT_FIRE[action]
+        if target not in index:
+            raise RuntimeError(f"{game}: ALE action {action} has no counterpart in the game's "
+                               f"legal actions {legal}")
+        out.append(index[target])
+    return np.asarray(out, dtype=np.int64)
+
+
 def available_games() -> list[str]:
     """Every game whose ROM ships with the installed ale_py, as mtrl game names."""
     return sorted(_roms_by_game())
@@ -176,10 +206,13 @@ class MultiGameAtariVectorEnv(gym.vector.VectorEnv):
             )
             for g in self.games
         ]
-        for g, env in zip(self.games, self.envs, strict=True):
-            if env.single_action_space != gym.spaces.Discrete(NUM_ACTIONS):
-                raise RuntimeError(f"{g}: expected the full action space, got "
-                                   f"{env.single_action_space}")
+        # Games whose full action space is smaller than 18 (Skiing) get the shared actions
+        # translated (full_action_map).
+        self._action_maps = [full_action_map(g) for g in self.games]
+        for g, env, amap in zip(self.games, self.envs, self._action_maps, strict=True):
+            n = NUM_ACTIONS if amap is None else int(amap.max()) + 1
+            if env.single_action_space != gym.spaces.Discrete(n):
+                raise RuntimeError(f"{g}: expected {n} actions, got {env.single_action_space}")
         self.autoreset_mode = (gym.vector.AutoresetMode.SAME_STEP if autoreset
                                else gym.vector.AutoresetMode.DISABLED)
         self.metadata = {"autoreset_mode": self.autoreset_mode}
@@ -267,8 +300,8 @@ class MultiGameAtariVectorEnv(gym.vector.VectorEnv):
         if a.min() < 0 or a.max() >= NUM_ACTIONS:
             raise ValueError(f"actions must be in [0, {NUM_ACTIONS}), got {a.min()}..{a.max()}")
         # All games emulate at the same time: send to every game, then collect.
-        for env, sl in zip(self.envs, self._slices, strict=True):
-            env.send(a[sl])
+        for env, sl, amap in zip(self.envs, self._slices, self._action_maps, strict=True):
+            env.send(a[sl] if amap is None else amap[a[sl]])
         results = [env.recv() for env in self.envs]
 
         if len(results) == 1:
