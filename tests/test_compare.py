@@ -129,9 +129,10 @@ def test_allow_mixed_splits_budgets_into_rows_and_series(runs, tmp_path, capsys)
     info = plot_runs([a0, a1, short], tmp_path / "c.png", allow_mixed=True)
     assert info["methods"] == [long_row, short_row]
     assert info["series"] == {long_row: [a0, a1], short_row: [short]}
-    # Each budget is drawn to its own end: nothing is cut to the shortest run.
-    assert info["span"][long_row] == (200.0, 800.0)
-    assert info["span"][short_row] == (200.0, 400.0)
+    # Each budget is drawn to its own end: nothing is cut to the shortest run (and every curve
+    # starts at the evaluation of the untrained policy at step 0).
+    assert info["span"][long_row] == (0.0, 800.0)
+    assert info["span"][short_row] == (0.0, 400.0)
     assert info["curves"] == 2 * len(info["panels"])
 
 
