@@ -102,8 +102,11 @@ def full_action_map(game: str) -> np.ndarray | None:
     from ale_py.roms import get_rom_path
 
     ALEInterface.setLoggerMode(LoggerMode.Error)
+    path = get_rom_path(rom_id(game))
+    if path is None:
+        raise ValueError(f"ale_py has no ROM for {game!r}")
     ale = ALEInterface()
-    ale.loadROM(get_rom_path(rom_id(game)))
+    ale.loadROM(path)
     legal = [int(x.value) for x in ale.getLegalActionSet()]
     if len(legal) == NUM_ACTIONS:
         return None
