@@ -509,8 +509,11 @@ def to_distill_config(cfg: C.TrainConfig) -> C.TrainConfig:
         a.distill.lr = a.sac.actor_lr
     elif a.name in ("mta2c", "distral-a2c"):
         a.distill.lr = a.a2c.lr
+    elif a.name == "mtimpala":
+        a.distill.lr = a.impala.lr
     # The sections of the replaced algorithm no longer apply.
     a.sac, a.a2c, a.ppo, a.distral = C.SACConfig(), C.A2CConfig(), C.PPOConfig(), C.DistralConfig()
+    a.impala = C.IMPALAConfig()
     a.name = "distill"
     if not a.actor_hidden:
         a.actor_hidden = [256]

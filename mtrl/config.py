@@ -8,7 +8,8 @@ field, the value and what is allowed.
 
 Agent settings are nested per algorithm: fields every agent shares sit in ``agent.*`` (networks,
 batch size, discount, combiners, architecture), each algorithm's own in its section
-(``agent.sac.*``, ``agent.a2c.*``, ``agent.ppo.*``, ``agent.distral.*``, ``agent.distill.*``),
+(``agent.sac.*``, ``agent.a2c.*``, ``agent.ppo.*``, ``agent.impala.*``, ``agent.distral.*``,
+``agent.distill.*``),
 and the validator checks the sections the chosen agent uses (:data:`mtrl.registry.AGENTS`).
 The flat names of mtrl 0.1 (``agent.n_steps``, ``agent.distral_alpha``, …) are still read from
 old ``config.yaml`` files and accepted on the command line (:data:`MOVED_FIELDS`).
@@ -55,7 +56,7 @@ def _not_a_field(cls: type, name: str) -> str:
     if cls.__name__ == "AgentConfig":
         new = MOVED_FIELDS.get(f"agent.{name}")
         if new is None and name == "lr":
-            new = "agent.a2c.lr, agent.ppo.lr or agent.distill.lr"
+            new = "agent.a2c.lr, agent.ppo.lr, agent.impala.lr or agent.distill.lr"
         if new is not None:
             return f"agent.{name} moved to {new}"
     import difflib
@@ -117,13 +118,23 @@ class CombinerConfig(_Strict):
     """Dynamic Weight Averaging temperature (Liu et al. 2019 use 2)."""
     dwa_window: int = 1000
     """Updates per DWA "epoch": weights follow the ratio of the last two windows' mean losses."""
+    paco_loss_threshold: float = 3000.0
+    """paco-maskout: a task whose loss exceeds this ε is masked out of the update and the
+    compositional vector w_τ of every PaCo network the combiner watches is reset (Sun et al.
+    2022; the authors' MT10 config uses 3e3)."""
+    paco_reset: str = "interpolate"
+    """paco-maskout: how w_τ is reset — interpolate (a random convex combination of the other
+    tasks' w, the authors' default) | copy (the w of one other task, chosen at random) | none
+    (mask only)."""
 
 
 @dataclass
 class ArchConfig(_Strict):
     """Sizes of the task-conditioned architectures (``agent.actor_arch`` / ``critic_arch``).
     ``mlp`` and ``multihead`` take their hidden sizes from ``agent.actor_hidden`` /
-    ``agent.critic_hidden``; ``moe`` uses them for its head MLP."""
+    ``agent.critic_hidden``; ``moe`` uses them for its head MLP; ``moore`` as the layer sizes of
+    each of its experts (the last one is the representation size); ``paco`` for the MLP whose
+    K copies form its parameter set Φ."""
 
     task_encoder: str = "one-hot"
     """one-hot | embedding: how mlp, multihead and moe see the task id."""
@@ -140,11 +151,17 @@ class ArchConfig(_Strict):
     routing_dim: int = 256
     """soft-modular: hidden size of the observation-embedding MLP f(s)."""
     num_experts: int = 4
-    """moe: number of shared expert encoders k."""
+    """moe, moore: number of shared expert encoders k (moore: at most the representation size,
+    the last of agent.actor_hidden / critic_hidden; the MOORE paper uses 4 on MT10, 6 on
+    MT50)."""
     expert_hidden: list[int] = field(default_factory=lambda: [400, 400])
-    """moe: hidden sizes of each expert encoder (the last one is the representation size)."""
+    """moe: hidden sizes of each expert encoder (the last one is the representation size).
+    moore's experts take agent.actor_hidden / critic_hidden instead."""
     gating: str = "care"
     """moe: care (task context attends over experts) | mmoe (one input-dependent gate per task)."""
+    moore_multihead: bool = True
+    """moore: one linear output layer per task (the MOORE paper on Meta-World); false: one shared
+    by all tasks, which then see the task only through their expert weights w_c."""
     router_mode: str = "reinforce"
     """routing: reinforce (router trained by policy gradient on −loss, the paper) | gumbel
     (straight-through Gumbel-softmax relaxation)."""
@@ -161,6 +178,19 @@ class ArchConfig(_Strict):
     router_task_input: bool = True
     """routing: the input layer also sees the one-hot task (false: only the routers do, as in
     Rosenbaum et al.)."""
+    residual_block: str = "bro"
+    """residual (width and number of blocks: agent.actor_hidden / agent.critic_hidden = [w] * N):
+    bro (Nauman et al. 2024: Linear → LN → ReLU → Linear → LN, + skip) | simba (Lee et al. 2024:
+    LN → Linear → ReLU → Linear, + skip, final LN)."""
+    residual_expansion: int = 4
+    """residual, simba blocks: inner width of a block = expansion × w (SimBa: 4)."""
+    paco_num_params: int = 5
+    """paco: size K of the shared parameter set Φ = [φ_1..φ_K] (K full copies of the network's
+    weights; hidden sizes from agent.actor_hidden / critic_hidden). The PaCo authors use 5 on
+    MT10."""
+    paco_identical_init: bool = True
+    """paco: the K copies φ_k start identical (the authors' code; the random N(0, 1) task
+    vectors w_τ break the symmetry); false: each copy initialized independently."""
 
 
 @dataclass
@@ -183,6 +213,25 @@ class SACConfig(_Strict):
     """Clip Q targets and predictions to [-v, v] (Meta-World+ uses 5000); None disables."""
     popart_actor_scale: bool = True
     """With PopArt, divide each task's actor loss by its σ (scale-invariant actor gradients)."""
+    num_critics: int = 2
+    """Critics in the ensemble (>= 2); the soft target and the actor combine all of them
+    (critic_reduce)."""
+    critic_reduce: str | None = None
+    """min | mean: how the critics combine in the target and the actor loss. None: min for the
+    mse critic (clipped double Q, Fujimoto et al. 2018), mean for the categorical critic (BRC
+    averages the members' probabilities)."""
+    critic_loss: str = "mse"
+    """mse (SAC's squared TD error) | categorical (BRC, Nauman et al. 2025: a distribution over
+    num_atoms fixed atoms in [v_min, v_max], cross-entropy to the projected target)."""
+    num_atoms: int = 101
+    """critic_loss=categorical: atoms of the support (BRC: 101)."""
+    v_min: float = -10.0
+    """critic_loss=categorical: lowest atom (BRC: -10)."""
+    v_max: float = 10.0
+    """critic_loss=categorical: highest atom (BRC: 10)."""
+    reward_normalization: bool = False
+    """critic_loss=categorical: divide each task's rewards so that its returns fit the support
+    (BRC's per-task return-bound scaling)."""
 
 
 @dataclass
@@ -232,6 +281,38 @@ class PPOConfig(_Strict):
     """Standardize advantages per task within each minibatch."""
     target_kl: float | None = None
     """Stop a rollout's epochs early once the approximate KL to the acting policy exceeds it."""
+
+
+@dataclass
+class IMPALAConfig(_Strict):
+    """Multi-task IMPALA learner (``agent.name`` mtimpala; Espeholt et al. 2018, the V-trace
+    actor-critic of Sec. 4). Defaults: the paper's Atari settings (Table G.1), with ε and the
+    loss in mtrl's units (per-task *mean* losses; the paper sums over batch and time)."""
+
+    n_steps: int = 20
+    """Unroll length: env steps per env in each rollout (one update per rollout)."""
+    rho_bar: float = 1.0
+    """ρ̄: truncation of the importance weights ρ_t = min(ρ̄, π/μ) of the TD errors and of the
+    policy gradient (sets V-trace's fixed point)."""
+    c_bar: float = 1.0
+    """c̄ <= ρ̄: truncation of the trace coefficients c_t = λ·min(c̄, π/μ)."""
+    vtrace_lambda: float = 1.0
+    """λ in [0, 1] of the trace coefficients (Espeholt et al. 2018, Remark 2)."""
+    ent_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss ½(v_s − V(x_s))² (the paper's "baseline loss scaling")."""
+    lr: float = 6e-4
+    """Learning rate of its single optimizer."""
+    optimizer: str = "rmsprop-tf"
+    """rmsprop-tf (mean square starts at 1, as TensorFlow's RMSProp of the paper) | rmsprop |
+    adam."""
+    optim_eps: float = 1.5625e-4
+    """ε of RMSprop / Adam. The paper's ε = 0.01 sits inside the square root (TensorFlow) of the
+    mean square of gradients of a loss *summed* over 32 × 20 steps; for mtrl's mean losses and
+    PyTorch's ε outside the root that floor is √0.01 / 640 = 1.5625e-4."""
+    rmsprop_alpha: float = 0.99
+    """RMSprop decay α (the paper's 0.99)."""
 
 
 @dataclass
@@ -288,7 +369,8 @@ class DistillConfig(_Strict):
 class AgentConfig(_Strict):
     """Agent settings. ``name``: an agent of :data:`mtrl.registry.AGENTS` — mtsac (multi-task
     SAC, off-policy, continuous actions), mta2c (multi-task A2C, on-policy), mtppo (multi-task
-    PPO, on-policy), distral-sac / distral-a2c (Distral on either), distill (policy distillation
+    PPO, on-policy), mtimpala (multi-task IMPALA learner: V-trace actor-critic, PopArt),
+    distral-sac / distral-a2c (Distral on either), distill (policy distillation
     of per-task teachers into one student). The shared fields below follow the Meta-World+
     MTSAC baseline (400-400 MLPs, batch 1280, γ 0.99); each algorithm's own fields are in its
     section."""
@@ -306,21 +388,25 @@ class AgentConfig(_Strict):
     """Clip each network's global gradient norm to this value; None disables clipping."""
     popart: bool | None = None
     """PopArt-normalized values (per-task value heads and statistics; Hessel et al. 2019).
-    None: the agent's default, on for mta2c and mtppo (as in Hessel et al.), off for mtsac."""
+    None: the agent's default, on for mta2c, mtppo and mtimpala (as in Hessel et al.), off for
+    mtsac."""
     popart_beta: float = 3e-4
     """Step size β of PopArt's running moments (Hessel et al. 2019 use 3e-4)."""
     actor_combiner: str = "mean"
     """How the per-task actor losses become one update (:data:`mtrl.registry.COMBINERS`):
-    mean | pcgrad (loss-balancing combiners need non-negative losses and are not allowed for
-    the SAC actor). mta2c/mtppo: the combiner of their joint actor-critic loss."""
+    mean | pcgrad | paco-maskout (loss-balancing combiners need non-negative losses and are not
+    allowed for the SAC actor). mta2c/mtppo: the combiner of their joint actor-critic loss."""
     critic_combiner: str = "mean"
-    """mean | pcgrad | gradnorm | uncertainty | dwa."""
+    """mean | pcgrad | gradnorm | uncertainty | dwa | paco-maskout (PaCo's loss maskout and
+    w-reset)."""
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
     actor_arch: str = "mlp"
-    """mlp | multihead | separate (one MLP per task) | soft-modular | routing | moe (sizes in
-    agent.arch)."""
+    """mlp | multihead | separate (one MLP per task) | soft-modular | routing | moe | moore
+    (mixture of orthogonal experts) | residual (BRO/SimBa residual LayerNorm MLP) | paco
+    (parameter-compositional: θ_τ = Φ w_τ) (sizes in agent.arch)."""
     critic_arch: str = "mlp"
-    """mlp | multihead | separate | soft-modular | routing | moe (sizes in agent.arch)."""
+    """mlp | multihead | separate | soft-modular | routing | moe | moore | residual | paco (sizes
+    in agent.arch)."""
     arch: ArchConfig = field(default_factory=ArchConfig)
     torso: str = "auto"
     """On-policy agents and distillation: auto (Nature CNN for image observations, none
@@ -328,6 +414,7 @@ class AgentConfig(_Strict):
     sac: SACConfig = field(default_factory=SACConfig)
     a2c: A2CConfig = field(default_factory=A2CConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    impala: IMPALAConfig = field(default_factory=IMPALAConfig)
     distral: DistralConfig = field(default_factory=DistralConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
@@ -371,6 +458,8 @@ class LogConfig(_Strict):
 
 
 WANDB_MODES = ("online", "offline", "disabled")
+#: agent.combiner.paco_reset: the w-reset methods of the paco-maskout combiner (none: mask only).
+PACO_RESETS = ("interpolate", "copy", "none")
 
 
 @dataclass
@@ -615,6 +704,19 @@ def _net_params(arch_name: str, hidden: list[int], in_dim: int, out_dim: int, nu
         rep = ar.expert_hidden[-1] if ar.expert_hidden else in_dim
         return (ar.num_experts * _mlp_params(in_dim, list(ar.expert_hidden)[:-1], rep)
                 + _mlp_params(rep, hidden, out_dim))
+    if arch_name == "moore":
+        rep = hidden[-1] if hidden else in_dim
+        heads = num_tasks if ar.moore_multihead else 1
+        return (ar.num_experts * _mlp_params(in_dim, hidden[:-1], rep)
+                + heads * (rep * out_dim + out_dim))
+    if arch_name == "residual":  # mtrl.modules.residual.ResidualNet, hidden = [w] * N
+        w, n = (hidden[0] if hidden else 1), len(hidden)
+        if ar.residual_block == "bro":  # projection + LN, N × (2 linear + 2 LN), output
+            return in_dim * w + 3 * w + n * (2 * w * w + 6 * w) + w * out_dim + out_dim
+        e = ar.residual_expansion * w  # embedding, N × (LN + w→e→w), final LN, output
+        return in_dim * w + w + n * (2 * w * e + e + 3 * w) + 2 * w + w * out_dim + out_dim
+    if arch_name == "paco":  # K full copies of the MLP's weights (Φ)
+        return ar.paco_num_params * _mlp_params(in_dim, hidden, out_dim)
     return _mlp_params(in_dim, hidden, out_dim)
 
 
@@ -624,6 +726,10 @@ def _first_width(arch_name: str, hidden: list[int], ar: ArchConfig) -> int:
         return ar.module_dim
     if arch_name == "moe":
         return ar.expert_hidden[0] if ar.expert_hidden else 1
+    if arch_name == "moore":  # the task weights w_c: one row of num_experts per task
+        return ar.num_experts
+    if arch_name == "paco":  # the compositional vectors w_τ: one row of K per task
+        return ar.paco_num_params
     return hidden[0] if hidden else 1
 
 
@@ -647,7 +753,7 @@ def memory_needs(cfg: TrainConfig, num_tasks: int) -> list[tuple[str, str, int]]
         return hidden, f"{what} ({rows} rows)", rows * hidden_sum * _FLOAT
 
     if entry.get("on_policy"):
-        section = "ppo" if "ppo" in entry.get("sections", ()) else "a2c"
+        section = next((s for s in ("ppo", "impala") if s in entry.get("sections", ())), "a2c")
         n_steps = getattr(a, section).n_steps
         rows = (n_steps + 1) * num_envs
         out.append((f"agent.{section}.n_steps={n_steps}",
@@ -797,12 +903,17 @@ def validate(cfg: TrainConfig, *, memory: bool = True) -> None:
         if entry.check is not None:
             entry.check(a.arch)
     _validate_arch(a.arch)
+    _validate_residual(a)
+    _validate_moore(a)
     c = a.combiner
     check_positive("agent.combiner.diagnostics_every", c.diagnostics_every, allow_zero=True)
     check_positive("agent.combiner.gradnorm_alpha", c.gradnorm_alpha, allow_zero=True)
     check_positive("agent.combiner.weight_lr", c.weight_lr)
     check_positive("agent.combiner.dwa_temperature", c.dwa_temperature)
     check_positive("agent.combiner.dwa_window", c.dwa_window)
+    check_positive("agent.combiner.paco_loss_threshold", c.paco_loss_threshold)
+    if c.paco_reset not in PACO_RESETS:
+        raise ConfigError(choice_message("agent.combiner.paco_reset", c.paco_reset, PACO_RESETS))
     if agent.get("continuous_only") and env_info(cfg.env)["discrete"]:
         from mtrl.registry import ENVS
 
@@ -876,7 +987,47 @@ def _validate_arch(ar: ArchConfig) -> None:
     if len(ar.expert_hidden) == 0 or any(h <= 0 for h in ar.expert_hidden):
         raise ConfigError(f"agent.arch.expert_hidden={ar.expert_hidden!r} must be a non-empty "
                           "list of positive integers")
+    check_positive("agent.arch.paco_num_params", ar.paco_num_params)
 
+
+def _validate_moore(a: AgentConfig) -> None:
+    """moore orthonormalizes agent.arch.num_experts representations of the network's last hidden
+    size: there must be room for that many orthonormal directions."""
+    for role in ("actor", "critic"):
+        sizes = getattr(a, f"{role}_hidden")
+        if getattr(a, f"{role}_arch") != "moore":
+            continue
+        if not sizes:
+            raise ConfigError(f"agent.{role}_hidden=[]: agent.{role}_arch='moore' needs the "
+                              "layer sizes of its experts (the last is the representation size)")
+        if role == "critic" and a.popart and len(sizes) < 2:
+            raise ConfigError(
+                f"agent.critic_hidden={sizes}: with agent.popart the critic is a moore body of "
+                "agent.critic_hidden[:-1] under per-task PopArt heads, so it needs at least two "
+                "sizes")
+        if a.arch.num_experts > sizes[-1]:
+            raise ConfigError(
+                f"agent.arch.num_experts={a.arch.num_experts} orthonormal experts need a "
+                f"representation of at least that many units, but agent.{role}_hidden={sizes} "
+                f"ends in {sizes[-1]} (agent.{role}_arch='moore')")
+
+
+def _validate_residual(a: AgentConfig) -> None:
+    """residual: one width for the projection and every block (``hidden = [w] * N``), a known
+    block design and a positive expansion."""
+    from mtrl.modules.residual import RESIDUAL_BLOCKS
+
+    if a.arch.residual_block not in RESIDUAL_BLOCKS:
+        raise ConfigError(choice_message("agent.arch.residual_block", a.arch.residual_block,
+                                         RESIDUAL_BLOCKS))
+    check_positive("agent.arch.residual_expansion", a.arch.residual_expansion)
+    for role in ("actor", "critic"):
+        sizes = getattr(a, f"{role}_hidden")
+        if getattr(a, f"{role}_arch") == "residual" and (
+                not sizes or any(h != sizes[0] for h in sizes)):
+            raise ConfigError(
+                f"agent.{role}_hidden={sizes}: agent.{role}_arch='residual' takes [w] * N, N "
+                "residual blocks of one width w (e.g. [512, 512])")
 
 def _validate_env(env: EnvConfig) -> None:
     """The env's name, the fields every env uses, the registered env's own checks, and that
@@ -900,7 +1051,7 @@ def _validate_env(env: EnvConfig) -> None:
         entry.check(env)
 
 
-AGENT_SECTIONS = ("sac", "a2c", "ppo", "distral", "distill")
+AGENT_SECTIONS = ("sac", "a2c", "ppo", "impala", "distral", "distill")
 
 
 def unused_field_message(cfg: TrainConfig, path: str) -> str | None:
@@ -941,7 +1092,8 @@ MOVED_FIELDS: dict[str, str] = {
         "teachers", "loss", "temperature", "feature_coef", "data", "teacher_prob", "squash")},
 }
 
-_LR_SECTION = {"mta2c": "a2c", "distral-a2c": "a2c", "mtppo": "ppo", "distill": "distill"}
+_LR_SECTION = {"mta2c": "a2c", "distral-a2c": "a2c", "mtppo": "ppo", "mtimpala": "impala",
+               "distill": "distill"}
 
 
 def moved_path(path: str, agent_name: str) -> str | None:

@@ -12,6 +12,7 @@ from mtrl.config import (
     DistillConfig,
     EnvConfig,
     EvalConfig,
+    IMPALAConfig,
     LogConfig,
     PPOConfig,
     ReplayConfig,
@@ -164,6 +165,96 @@ def _moe() -> TrainConfig:
     learned context, not its published configuration."""
     return _arch("mt10", "mt10-moe", "moe", num_experts=4, expert_hidden=[400], gating="care",
                  task_encoder="embedding", task_embedding_dim=64)
+
+
+def _moore(benchmark: str) -> TrainConfig:
+    """MOORE (Hendawy, Peters & D'Eramo 2024, "Multi-Task Reinforcement Learning with Mixture of
+    Orthogonal Experts") for the actor and both critics, with the sizes and SAC settings of the
+    authors' Meta-World runs (their run_metaworld_*_mhsac_mt_moore.sh and README): experts of
+    three 400-unit layers (agent.actor_hidden = agent.critic_hidden = [400, 400, 400]), 4
+    experts on MT10 and 6 on MT50, Gram-Schmidt-orthonormalized and mixed by a per-task weight
+    vector, tanh, then one linear output layer per task; 128 transitions per task in each
+    batch; a replay buffer of 1e6 transitions per task on MT10 and 1e5 per task on MT50;
+    Adam lr 3e-4 (actor and critics) and 1e-4 (temperatures, one per task, starting at 1);
+    log σ in [-10, 2]; γ 0.99, τ 0.005, target entropy −|A|; one update per vector step;
+    2M env steps per task; 1500 warm-up steps per task.
+
+    Where mtrl differs: Meta-World episodes are 500 steps here (the authors cut them at 150);
+    the warm-up acts uniformly at random (theirs fills 1500 steps per task with the untrained
+    policy and also holds back actor updates until 3000 per task); evaluation follows mtrl's
+    Meta-World protocol (50 episodes per task every 20k vector steps; theirs: 10 per task every
+    100k); Q values are clipped to ±5000 as in mtrl's Meta-World+ base (never reached with
+    γ = 0.99 and Meta-World's rewards of at most 10); layers keep PyTorch's default
+    initialization (theirs: Xavier-uniform)."""
+    num_tasks = {"mt10": 10, "mt50": 50}[benchmark]
+    cfg = _arch(benchmark, f"{benchmark}-moore", "moore",
+                num_experts=4 if benchmark == "mt10" else 6, moore_multihead=True)
+    cfg.agent.actor_hidden, cfg.agent.critic_hidden = [400, 400, 400], [400, 400, 400]
+    cfg.agent.batch_size = 128 * num_tasks
+    cfg.agent.sac.alpha_lr = 1e-4
+    cfg.agent.sac.log_std_min, cfg.agent.sac.log_std_max = -10.0, 2.0
+    per_task = 1_000_000 if benchmark == "mt10" else 100_000
+    cfg.replay.capacity = per_task * num_tasks
+    cfg.warmup_steps = 1_500 * num_tasks
+    return cfg
+
+
+def _paco(benchmark: str) -> TrainConfig:
+    """PaCo (Sun, Zhang, Xu & Tomizuka 2022, "PaCo: Parameter-Compositional Multi-Task
+    Reinforcement Learning") for the actor and both critics, with the settings of the authors'
+    released MT10 config (TToTMooN/paco-mtrl, metaworld_mt10_paco_conf.py): every layer of
+    3 × 400-unit ReLU MLPs compositional, θ_τ = Φ w_τ with K = 5 parameter copies that start
+    identical and free task vectors w_τ ~ N(0, I); loss maskout at ε = 3000 with w-reset by a
+    random convex combination of the other tasks' w (combiner paco-maskout on actor and
+    critic); Adam lr 3e-4 for actor, critics and w, 1e-4 for the temperatures (one per task,
+    starting at 1); log σ in [-10, 2]; batch 1280, replay 1e6, τ 0.005, γ 0.99; 1500 warm-up
+    steps per task. On MT50, K = 20: the authors' released code holds only the MT10 config, and
+    20 is what the PaCo baseline of McLean et al. 2025 ("Multi-Task Reinforcement Learning
+    Enables Parameter Scaling"; rainx0r/mtrl experiments/baselines/mt50_paco.py) uses
+    (``--agent.arch.paco-num-params`` sets it).
+
+    Where mtrl differs: the authors share one W between the actor and the critics and test one
+    summed actor + critic + temperature loss per task against ε; here every network has its own
+    W and each combiner tests the loss it combines (the critic's squared TD error is what
+    explodes). Their warm-up transitions come from the untrained policy, mtrl's from uniform
+    random actions. Their temperatures are capped at α ≤ 1 (log α in [-10, 0]); mtrl's are not.
+    Their output layers start smaller (gain 0.3 policy heads, ±0.003 critic output); mtrl
+    initializes every layer uniformly in ±1/√in with zero biases. Budget, episode length,
+    evaluation, Q clipping (±5000) and batch on MT50 (1250) follow mtrl's Meta-World+ MT-SAC
+    base (the authors' config trains 5M steps per task), so that presets differ in the method
+    only."""
+    num_tasks = {"mt10": 10, "mt50": 50}[benchmark]
+    cfg = _arch(benchmark, f"{benchmark}-paco", "paco",
+                paco_num_params=5 if benchmark == "mt10" else 20, paco_identical_init=True)
+    cfg.agent.actor_hidden, cfg.agent.critic_hidden = [400, 400, 400], [400, 400, 400]
+    cfg.agent.actor_combiner = cfg.agent.critic_combiner = "paco-maskout"
+    cfg.agent.combiner.paco_loss_threshold = 3000.0
+    cfg.agent.combiner.paco_reset = "interpolate"
+    cfg.agent.sac.alpha_lr = 1e-4
+    cfg.agent.sac.log_std_min, cfg.agent.sac.log_std_max = -10.0, 2.0
+    cfg.warmup_steps = 1_500 * num_tasks
+    return cfg
+
+
+def _mtsac_large(benchmark: str) -> TrainConfig:
+    """MT-SAC with networks scaled to PaCo's parameter count, the largest of the architectures
+    McLean et al. 2025 ("Multi-Task Reinforcement Learning Enables Parameter Scaling", Fig. 1)
+    match: their "simple feed-forward" baseline, a ReLU MLP of three hidden layers on
+    [obs, one_hot(task)] with one output head per task (MTMHSAC), widened to 885 units on MT10
+    and 1805 on MT50 (the authors' parameter-matching runs, rainx0r/mtrl
+    experiments/parameter_matching: mt10_mtmhsac_paco_v2_params_3_layers,
+    mt50_mtmhsac_paco_params). That is ~1.68M actor and 2 × 1.62M critic parameters on MT10
+    (PaCo's actor: ~1.70M), ~7.40M and 2 × 6.78M on MT50; ``mt10-mtsac``'s 400-400 MLPs have
+    0.18M each. Their runs clip each network's gradient norm to 1, kept here. Everything else is
+    ``{benchmark}-mtsac`` (the paper trains MT50 with 128 samples per task per batch and a
+    5M-transition buffer; mtrl keeps the base preset's batch and buffer, so that the two presets
+    differ only in the networks and the clipping)."""
+    cfg = _arch(benchmark, f"{benchmark}-mtsac-large", "multihead")
+    width = {"mt10": 885, "mt50": 1805}[benchmark]
+    cfg.agent.actor_hidden = [width] * 3
+    cfg.agent.critic_hidden = [width] * 3
+    cfg.agent.grad_clip = 1.0
+    return cfg
 
 
 def _toy_pcgrad() -> TrainConfig:
@@ -382,6 +473,98 @@ def _atari6_ppo_popart() -> TrainConfig:
     )
 
 
+def _toy_impala() -> TrainConfig:
+    """MT-IMPALA (the V-trace learner, in-process: ρ = c = 1) with PopArt on the 4-goal
+    *discrete* point-reach toy (5 actions): 16 envs (4 per task), 5-step unrolls, 64-64 policy
+    and value MLPs on [obs, one_hot], RMSprop lr 2e-3, entropy 0.01, value weight 1 on
+    ½(v_s − V)² (the value gradient of ``toy-a2c``), gradient clip 0.5, PopArt β 1e-2 — the
+    settings of ``toy-a2c``, whose n-step returns V-trace reproduces on-policy. Learns to
+    >= 0.9 success on seed 0 (tests/test_impala.py)."""
+    return TrainConfig(
+        preset="toy-impala",
+        total_steps=120_000,
+        warmup_steps=0,
+        env=EnvConfig(name="toy-reach-discrete", num_tasks=4, envs_per_task=4,
+                      max_episode_steps=50),
+        agent=AgentConfig(
+            name="mtimpala",
+            actor_hidden=[64, 64],
+            critic_hidden=[64, 64],
+            gamma=0.99,
+            grad_clip=0.5,
+            popart=True,
+            popart_beta=1e-2,
+            impala=IMPALAConfig(n_steps=5, rho_bar=1.0, c_bar=1.0, vtrace_lambda=1.0,
+                                ent_coef=0.01, vf_coef=1.0, lr=2e-3, optimizer="rmsprop",
+                                optim_eps=1e-5, rmsprop_alpha=0.99),
+        ),
+        eval=EvalConfig(every=40_000, episodes_per_task=10),
+        log=LogConfig(every=4_000),
+        checkpoint=CheckpointConfig(every=40_000, keep_last=2),
+    )
+
+
+def _atari_impala(name: str, games: list[str], envs_per_task: int) -> TrainConfig:
+    """MT-IMPALA with PopArt on several Atari games: PopArt-IMPALA (Hessel et al. 2019) with
+    the learner settings of IMPALA's Atari experiments (Espeholt et al. 2018, Table G.1):
+    unroll length 20, γ 0.99, baseline loss scaling 0.5, entropy 0.01, RMSProp lr 6e-4, decay
+    0.99, momentum 0, ε 0.01, global gradient-norm clip 40, ρ̄ = c̄ = 1 (λ = 1), the full
+    18-action set shared by all games; PopArt β 3e-4 per game, rewards unclipped. Env and
+    evaluation as ``atari6-a2c-popart`` (ALE v5: sticky actions 0.25, up to 30 no-ops, frame
+    skip 4 with max-pooling, 84×84 grayscale, 4-frame stacks, 108k-frame episodes).
+
+    The paper sums its loss over batch (32) and time (20); mtrl averages per task, so its
+    gradients are 1/640 of the paper's. RMSProp is invariant to that scale except for ε, which
+    TensorFlow adds *inside* the square root: the paper's floor √0.01 on the summed gradient is
+    √0.01/640 = 1.5625e-4 on the mean gradient with PyTorch's ε outside the root; likewise the
+    clip threshold 40 becomes 40/640 = 0.0625.
+
+    Where mtrl differs: one synchronous in-process learner (the behaviour policy is the current
+    policy, ρ = c = 1) instead of distributed actors with policy lag; the Nature CNN torso
+    shared by a linear policy head on [features, one_hot(game)] and a per-game PopArt value
+    head, instead of the deep ResNet + LSTM torso (and the policy sees the game id, which
+    PopArt-IMPALA's does not); no linear annealing of the learning rate and no population
+    based training of lr, entropy, ε and clip; ALE v5 protocol (sticky actions, no
+    end-of-episode at a life loss; IMPALA: no sticky actions, life loss ends an episode); a
+    budget of 10M agent steps (40M frames) per game, as ``atari6-a2c-popart`` (the papers
+    train 200M frames per game)."""
+    n = len(games)
+    return TrainConfig(
+        preset=name,
+        total_steps=10_000_000 * n,
+        warmup_steps=0,
+        env=EnvConfig(name="atari", tasks=list(games), envs_per_task=envs_per_task,
+                      clip_rewards=False),
+        agent=AgentConfig(
+            name="mtimpala",
+            actor_hidden=[],
+            critic_hidden=[],
+            gamma=0.99,
+            grad_clip=40.0 / (32 * 20),
+            popart=True,
+            popart_beta=3e-4,
+            impala=IMPALAConfig(n_steps=20, rho_bar=1.0, c_bar=1.0, vtrace_lambda=1.0,
+                                ent_coef=0.01, vf_coef=0.5, lr=6e-4, optimizer="rmsprop-tf",
+                                optim_eps=0.01 ** 0.5 / (32 * 20), rmsprop_alpha=0.99),
+        ),
+        eval=EvalConfig(every=1_000_000 * n, episodes_per_task=3, deterministic=False),
+        log=LogConfig(every=2_000 * n),
+        checkpoint=CheckpointConfig(every=500_000 * n, keep_last=3),
+    )
+
+
+def _atari6_impala() -> TrainConfig:
+    from mtrl.envs.atari import ATARI6
+
+    return _atari_impala("atari6-impala-popart", list(ATARI6), envs_per_task=8)
+
+
+def _atari57_impala() -> TrainConfig:
+    from mtrl.envs.atari import ATARI57
+
+    return _atari_impala("atari57-impala-popart", list(ATARI57), envs_per_task=2)
+
+
 def _toy_distral() -> TrainConfig:
     """Distral (Teh et al. 2017) on A2C on the 4-goal *discrete* point-reach toy, one column:
     task policies and values are separate 64-64 MLPs per task (``separate``), π0 is a shared
@@ -497,6 +680,8 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "mt10-mtsac": lambda: _metaworld_mtsac("mt10"),
     "mt25-mtsac": lambda: _metaworld_mtsac("mt25"),
     "mt50-mtsac": lambda: _metaworld_mtsac("mt50"),
+    "mt10-mtsac-large": lambda: _mtsac_large("mt10"),
+    "mt50-mtsac-large": lambda: _mtsac_large("mt50"),
     "toy-pcgrad-sac": _toy_pcgrad,
     "mt10-pcgrad-sac": lambda: _pcgrad("mt10"),
     "mt50-pcgrad-sac": lambda: _pcgrad("mt50"),
@@ -508,6 +693,10 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "mt50-soft-modular": lambda: _soft_modular("mt50"),
     "mt10-routing": _routing,
     "mt10-moe": _moe,
+    "mt10-moore": lambda: _moore("mt10"),
+    "mt50-moore": lambda: _moore("mt50"),
+    "mt10-paco": lambda: _paco("mt10"),
+    "mt50-paco": lambda: _paco("mt50"),
     "toy-a2c": _toy_a2c,
     "mt10-a2c": _mt10_a2c,
     "atari6-a2c-popart": lambda: _atari6(True),
@@ -518,6 +707,9 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "toy-ppo": _toy_ppo,
     "mt10-ppo": _mt10_ppo,
     "atari6-ppo-popart": _atari6_ppo_popart,
+    "toy-impala": _toy_impala,
+    "atari6-impala-popart": _atari6_impala,
+    "atari57-impala-popart": _atari57_impala,
     "mt10-distral": _mt10_distral,
     "atari6-distral": _atari6_distral,
     "toy-distill": _toy_distill,
@@ -528,6 +720,8 @@ DESCRIPTIONS: dict[str, str] = {
     "mt10-mtsac": "MT-SAC on Meta-World MT10, Meta-World+ baseline hyperparameters (20M steps)",
     "mt25-mtsac": "MT-SAC on Meta-World MT25, Meta-World+ baseline hyperparameters (50M steps)",
     "mt50-mtsac": "MT-SAC on Meta-World MT50, Meta-World+ baseline hyperparameters (100M steps)",
+    "mt10-mtsac-large": "MT-SAC scaled to PaCo's size (McLean et al. 2025): 3x885 multihead, MT10",
+    "mt50-mtsac-large": "MT-SAC scaled to PaCo's size (McLean et al. 2025): 3x1805 multihead, MT50",
     "toy-pcgrad-sac": "MT-SAC + PCGrad (actor and critic) on the 4-goal point-reach toy",
     "mt10-pcgrad-sac": "MT-SAC + PCGrad (Yu et al. 2020) on actor and critic, Meta-World MT10",
     "mt50-pcgrad-sac": "MT-SAC + PCGrad (Yu et al. 2020) on actor and critic, Meta-World MT50",
@@ -539,6 +733,10 @@ DESCRIPTIONS: dict[str, str] = {
     "mt50-soft-modular": "Soft Modularization (Yang et al. 2020), deep 4x4 network, MT50",
     "mt10-routing": "Routing networks (Rosenbaum et al. 2018), REINFORCE-trained routers, MT10",
     "mt10-moe": "CARE-style mixture of 4 experts with task attention (Sodhani et al. 2021), MT10",
+    "mt10-moore": "MOORE (Hendawy et al. 2024), 4 orthogonal experts + task heads, MT10",
+    "mt50-moore": "MOORE (Hendawy et al. 2024), 6 orthogonal experts + task heads, MT50",
+    "mt10-paco": "PaCo (Sun et al. 2022): θ_τ = Φ w_τ, K = 5, loss maskout + w-reset, MT10",
+    "mt50-paco": "PaCo (Sun et al. 2022): θ_τ = Φ w_τ, K = 20, loss maskout + w-reset, MT50",
     "toy-a2c": "MT-A2C + PopArt on the 4-goal discrete point-reach toy; ~1 min on 2 CPU cores",
     "mt10-a2c": "MT-A2C + PopArt with a Gaussian policy on Meta-World MT10 (on-policy baseline)",
     "atari6-a2c-popart": "MT-A2C + PopArt (Hessel et al. 2019), unclipped rewards, 6 Atari games",
@@ -549,6 +747,11 @@ DESCRIPTIONS: dict[str, str] = {
     "toy-ppo": "MT-PPO + PopArt on the 4-goal discrete point-reach toy; ~1 min on 2 CPU cores",
     "mt10-ppo": "MT-PPO on Meta-World MT10, Meta-World+ MTPPO hyperparameters (20M steps)",
     "atari6-ppo-popart": "MT-PPO + PopArt (Schulman et al. 2017 Atari settings), 6 Atari games",
+    "toy-impala": "MT-IMPALA (V-trace) + PopArt, in-process, 4-goal discrete point-reach toy",
+    "atari6-impala-popart": "PopArt-IMPALA (Hessel et al. 2019) V-trace learner, in-process, "
+                            "unclipped rewards, 6 Atari games",
+    "atari57-impala-popart": "PopArt-IMPALA V-trace learner, in-process, all 57 Atari-57 games, "
+                             "2 envs per game",
     "mt10-distral": "Distral on SAC: per-task SAC policies regularized toward a shared π0, MT10",
     "atari6-distral": "Distral 2-column on A2C, 6 Atari games, sign-clipped rewards",
     "toy-distill": "Policy distillation of per-goal teachers (e.g. SB3) into one student, toy",

@@ -22,7 +22,8 @@ def _shrink(cfg, steps_per_env: int):
         cfg.warmup_steps = num_envs
         cfg.replay.capacity = max(cfg.replay.capacity // 1000, 64 * 50)
     rollout = {"mta2c": cfg.agent.a2c.n_steps, "distral-a2c": cfg.agent.a2c.n_steps,
-               "mtppo": cfg.agent.ppo.n_steps}.get(cfg.agent.name, 2)
+               "mtppo": cfg.agent.ppo.n_steps,
+               "mtimpala": cfg.agent.impala.n_steps}.get(cfg.agent.name, 2)
     cfg.total_steps = num_envs * rollout * steps_per_env
     cfg.eval.every = 0
     cfg.eval.final = True

@@ -26,11 +26,14 @@ def test_builtin_parts_are_registered_where_they_are_defined():
     assert ENVS.get("atari")["discrete"] and ENVS.get("atari")["image"]
     assert not ENVS.get("mt10")["discrete"]
     assert set(ARCHITECTURES.names()) == {"mlp", "multihead", "separate", "soft-modular",
-                                          "routing", "moe"}
+                                          "routing", "moe", "moore", "paco", "residual"}
     assert {e.name for e in COMBINERS if e["balances_losses"]} == {"gradnorm", "uncertainty",
                                                                     "dwa"}
-    assert {"mtsac", "mta2c", "distral-sac", "distral-a2c", "distill"} <= set(AGENTS.names())
+    assert {"mtsac", "mta2c", "distral-sac", "distral-a2c", "distill", "mtimpala"} <= set(
+        AGENTS.names())
     assert AGENTS.get("mta2c")["on_policy"] and AGENTS.get("mtsac")["continuous_only"]
+    assert AGENTS.get("mtimpala")["on_policy"] and AGENTS.get("mtimpala")["sections"] == (
+        "impala",)
 
 
 def test_unknown_names_list_the_registered_ones_and_the_closest():

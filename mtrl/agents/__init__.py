@@ -13,17 +13,20 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from mtrl.agents import impala as _impala  # noqa: F401  (registers mtimpala)
 from mtrl.agents import specs as _specs  # noqa: F401  (registers the built-in agents)
 from mtrl.agents.a2c import MTA2C, A2CHyperparams, build_mta2c
 from mtrl.agents.base import DataPath, EnvSpec
 from mtrl.agents.distill import Distiller, DistillHyperparams
 from mtrl.agents.distral import DistralHyperparams, Pi0Actor
+from mtrl.agents.impala import MTIMPALA, IMPALAHyperparams, build_mtimpala, vtrace
 from mtrl.agents.sac import MTSAC, SACHyperparams, build_mtsac
 from mtrl.config import AgentConfig, TrainConfig
 from mtrl.registry import AGENTS
 
 __all__ = [
     "MTA2C",
+    "MTIMPALA",
     "MTSAC",
     "A2CHyperparams",
     "DataPath",
@@ -31,13 +34,16 @@ __all__ = [
     "Distiller",
     "DistralHyperparams",
     "EnvSpec",
+    "IMPALAHyperparams",
     "Pi0Actor",
     "SACHyperparams",
     "build_agent",
     "build_data_path",
     "build_mta2c",
+    "build_mtimpala",
     "build_mtsac",
     "preflight",
+    "vtrace",
 ]
 
 

@@ -41,6 +41,7 @@ shared distilled policy, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,7 @@ from mtrl.modules.distributions import (
     gaussian_kl,
     gaussian_log_prob,
 )
-from mtrl.modules.popart import popart_update_
+from mtrl.modules.popart import PopArtUpdate, popart_update_
 from mtrl.modules.routing import routed_nets
 from mtrl.optim.combiners import Combiner, MeanCombiner
 
@@ -386,21 +387,33 @@ def rollout_targets(net: ActorCritic, batch: RolloutBatch
     popart = net.popart
     if popart is None:
         return g, adv, None
-    head = net.value_head
-    assert head is not None
     g_tasks = g.view(batch.num_tasks, batch.per_task)
-    # A task whose returns carry no scale information keeps its statistics: returns all equal
-    # (debiased statistics would set σ to its floor and scale the value head by 1/σ_min), or
-    # a rollout without any reward, whose returns are only bootstraps of the value function
-    # (docs/NOTES.md).
-    informative = g_tasks.amax(1) > g_tasks.amin(1)
-    if batch.reward is not None:
-        rewarded = batch.reward.view(batch.num_tasks, batch.per_task).abs().amax(1) > 0
-        informative = informative & rewarded
-    update = popart_update_(popart, g_tasks, [head], informative)
+    reward = None if batch.reward is None else batch.reward.view(batch.num_tasks,
+                                                                 batch.per_task)
+    update = popart_statistics_step(net, g_tasks, reward)
     target = popart.normalize(g_tasks).view(-1)
     sigma = update.new_sigma.repeat_interleave(batch.per_task)
     return target, adv / sigma, sigma
+
+
+def popart_statistics_step(net: ActorCritic, targets: torch.Tensor,
+                           reward: torch.Tensor | None) -> PopArtUpdate:
+    """PopArt's statistics step for an actor-critic with per-task value outputs (Hessel et al.
+    2019, Sec. 3; van Hasselt et al. 2016, Algorithm 1): the statistics of task ``k`` take row
+    ``k`` of the task-stratified value targets ``targets [T, n]`` (reward units: λ-returns for
+    A2C/PPO, V-trace targets for IMPALA), and the value head is rescaled so that every
+    unnormalized output is unchanged. Returns the statistics before and after.
+
+    A task whose targets carry no scale information keeps its statistics: targets all equal
+    (debiased statistics would set σ to its floor and scale the value head by 1/σ_min), or,
+    when the rollout's ``reward [T, n]`` is given, a rollout without any reward, whose targets
+    are only bootstraps of the value function (docs/NOTES.md)."""
+    popart, head = net.popart, net.value_head
+    assert popart is not None and head is not None
+    informative = targets.amax(1) > targets.amin(1)
+    if reward is not None:
+        informative = informative & (reward.abs().amax(1) > 0)
+    return popart_update_(popart, targets, [head], informative)
 
 
 class RMSpropTF(torch.optim.RMSprop):
@@ -474,13 +487,18 @@ def build_mta2c(
         ).to(device)
         part = Distral(pi0, distral)
         params += list(pi0.parameters())
-    opt: torch.optim.Optimizer
-    if optimizer == "rmsprop":
-        opt = torch.optim.RMSprop(params, lr=lr, alpha=rmsprop_alpha, eps=optim_eps)
-    elif optimizer == "rmsprop-tf":
-        opt = RMSpropTF(params, lr=lr, alpha=rmsprop_alpha, eps=optim_eps)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, eps=optim_eps)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: rmsprop, rmsprop-tf, adam")
+    opt = make_optimizer(optimizer, params, lr=lr, eps=optim_eps, rmsprop_alpha=rmsprop_alpha)
     return MTA2C(net, opt, hparams or A2CHyperparams(), combiner=combiner, distral=part)
+
+
+def make_optimizer(name: str, params: Sequence[torch.Tensor], *, lr: float, eps: float,
+                   rmsprop_alpha: float) -> torch.optim.Optimizer:
+    """The single optimizer of an on-policy actor-critic: ``rmsprop`` (PyTorch's),
+    ``rmsprop-tf`` (:class:`RMSpropTF`, mean square starting at 1) or ``adam``."""
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=rmsprop_alpha, eps=eps)
+    if name == "rmsprop-tf":
+        return RMSpropTF(params, lr=lr, alpha=rmsprop_alpha, eps=eps)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=eps)
+    raise ValueError(f"unknown optimizer {name!r}; allowed: rmsprop, rmsprop-tf, adam")

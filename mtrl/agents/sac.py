@@ -44,6 +44,29 @@ paper's fixed ``(1 − α)/β`` or, with ``tune_entropy``, each task's learned S
 * π0: ``L_0[k] = c_KL E_{s∈k}[KL(πi(·|s) ‖ π0(·|s))]`` with πi fixed, the closed-form KL of the
   pre-tanh Gaussians (equal to that of the squashed policies), on its own optimizer.
 
+**Critic ensembles.** ``num_critics = N ≥ 2`` critics enter the target and the actor loss through
+``reduce_j``: ``min_j`` (clipped double Q; Fujimoto et al. 2018, "Addressing Function
+Approximation Error in Actor-Critic Methods", Eq. 10, here over all N; REDQ, Chen et al. 2021,
+takes it over a random subset instead) or ``mean_j`` (BRO's target ``mean − β |Q_1 − Q_2| / 2``
+with pessimism β = 0, Nauman et al. 2024, whose β = 1 is the min of two; BRC, which averages the
+members' probabilities). ``L_Q`` sums over all N members.
+
+**Categorical critic** (BRC: Nauman et al. 2025, "Bigger, Regularized, Categorical", and its
+code, naumix/BiggerRegularizedCategorical; C51: Bellemare et al. 2017). Each member outputs a
+distribution ``p_j(·|s, a)`` over the fixed atoms ``z_1 … z_A`` (``linspace(v_min, v_max, A)``);
+``Q_j = Σ_i p_j,i z_i``. The next-state distribution ``p̄`` is the average of the target
+members' distributions (``mean``, BRC) or the distribution of the member with the lowest
+expectation (``min``), and the soft Bellman update moves its atoms:
+``T z_i = r + γ (1 − d) (z_i − α_k log π(a'|s'))`` (BRC's target; with Distral
+``− τ_k log πi + c_KL log π0``), projected back on the support by C51's Algorithm 1
+(:func:`~mtrl.modules.policies.categorical_projection`) into ``m``. Per task k,
+``L_Q[k] = E_{(s,a)∈k} Σ_j −Σ_i m_i log p_j,i(s, a)`` (cross-entropy, ≥ 0, so that every
+combiner applies), and the actor maximizes ``reduce_j Q_j(s, ã)``. With ``reward_scaler``
+(:mod:`mtrl.agents.reward_scaling`, BRC's per-task reward normalization) each task's rewards are
+divided by ``d_k`` before the target, so that the scaled soft returns fit the support; ``target``
+and ``q`` are then in scaled units. The categorical critic excludes PopArt (see
+:class:`~mtrl.modules.policies.TwinQCritic`) and ``max_q_value`` (the support bounds Q).
+
 The per-task vectors ``L_Q`` and ``L_π`` go to gradient combiners (``mtrl.optim``), ``mean``
 by default. ``L_α[k]`` depends only on ``log α_k``, so each temperature moves only with its
 own task's samples.
@@ -60,9 +83,15 @@ from torch import nn
 
 from mtrl.agents.base import PolicyOutput, TaskIds
 from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams, Pi0Actor
+from mtrl.agents.reward_scaling import ReturnScaler
 from mtrl.data.replay import Batch
 from mtrl.modules.distributions import gaussian_kl
-from mtrl.modules.policies import TanhGaussianActor, TwinQCritic, tanh_gaussian_log_prob
+from mtrl.modules.policies import (
+    TanhGaussianActor,
+    TwinQCritic,
+    categorical_projection,
+    tanh_gaussian_log_prob,
+)
 from mtrl.modules.popart import PopArtStatistics, TaskValueHead, preserve_outputs_
 from mtrl.modules.routing import RoutingNet, routed_nets
 from mtrl.optim.combiners import Combiner, MeanCombiner
@@ -76,6 +105,11 @@ class SACHyperparams:
     grad_clip: float | None = None
     max_q_value: float | None = None
     popart_actor_scale: bool = True
+    critic_reduce: str = "min"
+    """min | mean over the critics, in the target and the actor loss (module docstring)."""
+
+
+CRITIC_REDUCTIONS = ("min", "mean")
 
 
 class MTSAC:
@@ -98,7 +132,15 @@ class MTSAC:
         critic_combiner: Combiner | None = None,
         distral: Distral | None = None,
         tune_entropy: bool = True,
+        reward_scaler: ReturnScaler | None = None,
     ) -> None:
+        if hparams.critic_reduce not in CRITIC_REDUCTIONS:
+            raise ValueError(f"critic_reduce={hparams.critic_reduce!r}; allowed: "
+                             + ", ".join(CRITIC_REDUCTIONS))
+        if critic.categorical and hparams.max_q_value is not None:
+            raise ValueError("max_q_value clips squared-error targets; a categorical critic is "
+                             "bounded by its support [v_min, v_max]")
+        self.reward_scaler = reward_scaler
         self.actor = actor
         self.distral = distral
         if distral is not None and (distral.optim is None or distral.pi0.discrete):
@@ -192,15 +234,20 @@ class MTSAC:
     # ------------------------------------------------------------------ learning
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The critic half of :meth:`update` without its parameter step: the soft target
-        ``target`` (reward units), the critics' values ``q`` ``[members, B]`` (reward units),
-        the per-sample, per-member squared errors ``member`` (normalized units with PopArt) and
-        the per-task critic losses ``critic`` ``[T]``. With PopArt this runs the statistics
-        step (the targets are normalized with the statistics they produce), as ``update``
-        does; ``alpha`` is the per-sample entropy weight of this step."""
+        ``target`` (reward units; categorical: the expectation of the projected target
+        distribution ``m``, returned as ``target_probs``), the critics' values ``q``
+        ``[members, B]`` (reward units), the per-sample, per-member squared errors (categorical:
+        cross-entropies) ``member`` (normalized units with PopArt) and the per-task critic
+        losses ``critic`` ``[T]``. With PopArt this runs the statistics step (the targets are
+        normalized with the statistics they produce), as ``update`` does; ``alpha`` is the
+        per-sample entropy weight of this step. With a reward scaler, "reward units" are the
+        scaled rewards."""
         if batch.num_tasks != self.num_tasks:
             raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
         # The same α (Distral: τ) for critic and actor this step.
         alpha_b = self._entropy_coef().repeat_interleave(batch.per_task)
+        if self.critic.categorical:
+            return self._categorical_losses(batch, alpha_b)
         y = self._target(batch, alpha_b)
         popart = self.critic.popart
         if popart is None:
@@ -233,7 +280,7 @@ class MTSAC:
         try:
             action, log_prob, u, mean, log_std = self.actor.rsample(
                 batch.obs, batch.task_id, batch.per_task)
-            q_pi = self.critic(batch.obs, action, batch.task_id, batch.per_task).min(0).values
+            q_pi = self._reduce(self.critic(batch.obs, action, batch.task_id, batch.per_task))
         finally:
             self.critic.requires_grad_(True)
         actor_per_sample = alpha_b * log_prob - q_pi
@@ -304,7 +351,65 @@ class MTSAC:
         if self.critic.popart is not None:
             out["popart/mu"] = self.critic.popart.mu.detach().clone()
             out["popart/sigma"] = self.critic.popart.sigma.detach().clone()
+        if self.reward_scaler is not None:
+            out["reward_divisor"] = self._reward_divisors()
         return out
+
+    def observe(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                task_id: np.ndarray) -> None:
+        """Collected vector steps ``[n, N]``: feed the reward scaler's return statistics (a
+        no-op without one)."""
+        if self.reward_scaler is not None:
+            self.reward_scaler.observe(reward, terminated, truncated, task_id)
+
+    def _reward_divisors(self) -> torch.Tensor:
+        assert self.reward_scaler is not None
+        return self.reward_scaler.divisors(self._entropy_coef(), self.hp.target_entropy)
+
+    def _reward(self, batch: Batch) -> torch.Tensor:
+        """The batch's rewards, divided by their task's ``d_k`` with a reward scaler."""
+        if self.reward_scaler is None:
+            return batch.reward
+        return batch.reward / self._reward_divisors().repeat_interleave(batch.per_task)
+
+    def _reduce(self, q: torch.Tensor) -> torch.Tensor:
+        """``[members, B] → [B]``: the minimum or the mean over the critics."""
+        return q.min(0).values if self.hp.critic_reduce == "min" else q.mean(0)
+
+    def _categorical_losses(self, batch: Batch, alpha_b: torch.Tensor
+                            ) -> dict[str, torch.Tensor]:
+        """:meth:`losses` of the categorical critic (module docstring)."""
+        support = self.critic.support
+        assert support is not None
+        m = self._target_probs(batch, alpha_b)
+        logits = self.critic.logits(batch.obs, batch.action, batch.task_id, batch.per_task)
+        member_losses = -(m * torch.log_softmax(logits, dim=-1)).sum(-1)
+        q = torch.softmax(logits.detach(), dim=-1) @ support
+        return {"target": m @ support, "target_probs": m, "q": q, "member": member_losses,
+                "alpha": alpha_b, "critic": self._per_task(member_losses.sum(0), batch)}
+
+    @torch.no_grad()
+    def _target_probs(self, batch: Batch, alpha_b: torch.Tensor) -> torch.Tensor:
+        """The projected soft target distribution ``m [B, A]`` of the categorical critic."""
+        support = self.critic_target.support
+        assert support is not None
+        n = batch.per_task
+        next_action, next_log_prob, u, _, _ = self.actor.rsample(batch.next_obs, batch.task_id, n)
+        probs = torch.softmax(
+            self.critic_target.logits(batch.next_obs, next_action, batch.task_id, n), dim=-1)
+        if self.hp.critic_reduce == "mean":
+            p = probs.mean(0)
+        else:  # the member with the lowest expected value, per sample
+            low = (probs @ support).argmin(0)
+            p = probs.gather(0, low.view(1, -1, 1).expand(1, *probs.shape[1:])).squeeze(0)
+        shift = -alpha_b * next_log_prob
+        if self.distral is not None:
+            mean0, log_std0 = self.distral.pi0(batch.next_obs, batch.task_id, n)
+            shift = shift + self.distral.hp.kl_coef * tanh_gaussian_log_prob(u, mean0, log_std0)
+        discount = self.hp.gamma * (1.0 - batch.terminated)
+        atoms = (self._reward(batch).unsqueeze(1)
+                 + discount.unsqueeze(1) * (support.unsqueeze(0) + shift.unsqueeze(1)))
+        return categorical_projection(atoms, p, support)
 
     @torch.no_grad()
     def _popart_step(self, y: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -345,12 +450,12 @@ class MTSAC:
     def _target(self, batch: Batch, alpha_b: torch.Tensor) -> torch.Tensor:
         n = batch.per_task
         next_action, next_log_prob, u, _, _ = self.actor.rsample(batch.next_obs, batch.task_id, n)
-        q_next = self.critic_target(batch.next_obs, next_action, batch.task_id, n).min(0).values
+        q_next = self._reduce(self.critic_target(batch.next_obs, next_action, batch.task_id, n))
         soft_v = q_next - alpha_b * next_log_prob
         if self.distral is not None:
             mean0, log_std0 = self.distral.pi0(batch.next_obs, batch.task_id, n)
             soft_v = soft_v + self.distral.hp.kl_coef * tanh_gaussian_log_prob(u, mean0, log_std0)
-        y = batch.reward + self.hp.gamma * (1.0 - batch.terminated) * soft_v
+        y = self._reward(batch) + self.hp.gamma * (1.0 - batch.terminated) * soft_v
         return self._clip(y)
 
     def _clip(self, x: torch.Tensor) -> torch.Tensor:
@@ -380,13 +485,20 @@ class MTSAC:
         }
         if self.distral is not None:
             out["distral"] = self.distral.state_dict()
+        if self.reward_scaler is not None:
+            out["reward_scaler"] = self.reward_scaler.state_dict()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if (self.distral is None) != ("distral" not in state):
             raise ValueError("checkpoint and agent disagree on Distral (π0 present in one only)")
+        if (self.reward_scaler is None) != ("reward_scaler" not in state):
+            raise ValueError("checkpoint and agent disagree on reward normalization (its "
+                             "statistics present in one only)")
         if self.distral is not None:
             self.distral.load_state_dict(state["distral"])
+        if self.reward_scaler is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
@@ -442,11 +554,18 @@ def build_mtsac(
     pi0_hidden: list[int] | None = None,
     pi0_task_input: bool = False,
     tune_entropy: bool = True,
+    num_critics: int = 2,
+    num_atoms: int | None = None,
+    v_min: float = -10.0,
+    v_max: float = 10.0,
+    reward_normalization: bool = False,
     device: torch.device | str = "cpu",
 ) -> MTSAC:
     """Build the networks, target critics, temperatures and Adam optimizers of an MT-SAC agent
     (with ``distral``: also π0, hidden sizes ``pi0_hidden`` or ``actor_hidden``, Adam at
-    ``actor_lr``)."""
+    ``actor_lr``). ``num_critics`` critics, categorical over ``num_atoms`` atoms in
+    ``[v_min, v_max]`` when ``num_atoms`` is given; ``reward_normalization``: BRC's per-task
+    reward scaling to the bound ``min(−v_min, v_max)`` of that support."""
     device = torch.device(device)
     actor = TanhGaussianActor(
         obs_dim, action_dim, num_tasks, actor_hidden,
@@ -455,10 +574,17 @@ def build_mtsac(
     # One set of PopArt statistics, shared by the online and the target critics.
     stats = PopArtStatistics(num_tasks, beta=popart_beta) if popart else None
     critic, critic_target = (
-        TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden, popart=stats,
-                    arch=critic_arch, arch_cfg=arch_cfg).to(device)
+        TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden, num_critics, popart=stats,
+                    arch=critic_arch, arch_cfg=arch_cfg, num_atoms=num_atoms, v_min=v_min,
+                    v_max=v_max).to(device)
         for _ in range(2)
     )
+    scaler = None
+    if reward_normalization:
+        if num_atoms is None or not v_min < 0.0 < v_max:
+            raise ValueError("reward normalization scales returns into a categorical "
+                             "critic's support, which needs num_atoms and v_min < 0 < v_max")
+        scaler = ReturnScaler(num_tasks, hparams.gamma, min(-v_min, v_max), device=device)
     critic_target.load_state_dict(critic.state_dict())
     log_alpha = nn.Parameter(
         torch.full((num_tasks,), float(np.log(init_alpha)), device=device)
@@ -485,4 +611,5 @@ def build_mtsac(
         critic_combiner=critic_combiner,
         distral=part,
         tune_entropy=tune_entropy,
+        reward_scaler=scaler,
     )

@@ -35,6 +35,7 @@ from mtrl.agents.offpolicy import ReplayDataPath, UniformWarmup, store_states, s
 from mtrl.agents.onpolicy import RolloutDataPath
 from mtrl.agents.ppo import PPOHyperparams, build_mtppo
 from mtrl.agents.sac import SACHyperparams, build_mtsac
+from mtrl.collect.base import Transitions
 from mtrl.config import (
     AgentConfig,
     TrainConfig,
@@ -70,12 +71,56 @@ def _check_sac(cfg: TrainConfig, num_tasks: int) -> None:
                           f"agent.sac.log_std_max={s.log_std_max}")
     if s.max_q_value is not None:
         check_positive("agent.sac.max_q_value", s.max_q_value)
+    _check_critics(cfg)
     if COMBINERS.get(a.actor_combiner, "agent.actor_combiner").get("balances_losses"):
         raise ConfigError(
             f"agent.actor_combiner={a.actor_combiner!r} weights tasks by their loss values, "
             "which needs non-negative losses; the SAC actor loss α·log π − Q can be negative. "
             "Allowed for the actor: mean, pcgrad (use it as agent.critic_combiner)"
         )
+
+
+CRITIC_LOSSES = ("mse", "categorical")
+
+
+def _check_critics(cfg: TrainConfig) -> None:
+    """The critic ensemble and the categorical critic's options (agent.sac.*)."""
+    from mtrl.agents.sac import CRITIC_REDUCTIONS
+    from mtrl.config import SACConfig
+
+    a, s = cfg.agent, cfg.agent.sac
+    if isinstance(s.num_critics, bool) or not isinstance(s.num_critics, int) or s.num_critics < 2:
+        raise ConfigError(f"agent.sac.num_critics={s.num_critics!r} must be an integer >= 2")
+    if s.critic_reduce is not None and s.critic_reduce not in CRITIC_REDUCTIONS:
+        raise ConfigError(choice_message("agent.sac.critic_reduce", s.critic_reduce,
+                                         ("null", *CRITIC_REDUCTIONS)))
+    if s.critic_loss not in CRITIC_LOSSES:
+        raise ConfigError(choice_message("agent.sac.critic_loss", s.critic_loss, CRITIC_LOSSES))
+    if s.critic_loss == "mse":
+        defaults = SACConfig()
+        for name in ("num_atoms", "v_min", "v_max", "reward_normalization"):
+            if getattr(s, name) != getattr(defaults, name):
+                raise ConfigError(f"agent.sac.{name}={getattr(s, name)!r} is only used with "
+                                  "agent.sac.critic_loss='categorical'; leave it at "
+                                  f"{getattr(defaults, name)!r} for the mse critic")
+        return
+    if isinstance(s.num_atoms, bool) or not isinstance(s.num_atoms, int) or s.num_atoms < 2:
+        raise ConfigError(f"agent.sac.num_atoms={s.num_atoms!r} must be an integer >= 2")
+    if not s.v_min < s.v_max:
+        raise ConfigError(f"agent.sac.v_min={s.v_min} must be < agent.sac.v_max={s.v_max}")
+    if a.popart:
+        raise ConfigError("agent.popart=true does not compose with agent.sac.critic_loss="
+                          "'categorical' (a fixed support cannot be rescaled like PopArt's "
+                          "heads); use agent.sac.reward_normalization=true to fit the returns "
+                          "into the support instead")
+    if s.max_q_value is not None:
+        raise ConfigError(f"agent.sac.max_q_value={s.max_q_value} clips squared-error targets; "
+                          "the categorical critic is bounded by [agent.sac.v_min, "
+                          "agent.sac.v_max]: set max_q_value to null")
+    if s.reward_normalization and not s.v_min < 0.0 < s.v_max:
+        raise ConfigError(f"agent.sac.reward_normalization scales returns into "
+                          f"[-b, b], b = min(-v_min, v_max), which needs v_min < 0 < v_max; "
+                          f"got agent.sac.v_min={s.v_min}, agent.sac.v_max={s.v_max}")
 
 
 def _check_distral(cfg: TrainConfig) -> None:
@@ -219,7 +264,8 @@ def build_sac(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
         init_alpha=s.init_alpha,
         hparams=SACHyperparams(gamma=cfg.gamma, tau=s.tau, target_entropy=target_entropy,
                                grad_clip=cfg.grad_clip, max_q_value=s.max_q_value,
-                               popart_actor_scale=s.popart_actor_scale),
+                               popart_actor_scale=s.popart_actor_scale,
+                               critic_reduce=_critic_reduce(s)),
         actor_combiner=make_combiner(cfg.actor_combiner, cfg.combiner),
         critic_combiner=make_combiner(cfg.critic_combiner, cfg.combiner),
         log_std_min=s.log_std_min, log_std_max=s.log_std_max,
@@ -227,8 +273,19 @@ def build_sac(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
         actor_arch=cfg.actor_arch, critic_arch=cfg.critic_arch, arch_cfg=cfg.arch,
         distral=_distral(cfg), pi0_hidden=cfg.distral.pi0_hidden,
         pi0_task_input=cfg.distral.pi0_task_input, tune_entropy=cfg.distral.tune_entropy,
+        num_critics=s.num_critics,
+        num_atoms=s.num_atoms if s.critic_loss == "categorical" else None,
+        v_min=s.v_min, v_max=s.v_max, reward_normalization=s.reward_normalization,
         device=device,
     )
+
+
+def _critic_reduce(s: Any) -> str:
+    """agent.sac.critic_reduce, or its default: min for the mse critic, mean (BRC) for the
+    categorical one."""
+    if s.critic_reduce is not None:
+        return str(s.critic_reduce)
+    return "mean" if s.critic_loss == "categorical" else "min"
 
 
 def _actor_critic_args(cfg: AgentConfig, obs_space: gym.Space[Any],
@@ -313,8 +370,18 @@ def replay_path(agent: Any, cfg: TrainConfig, env: EnvSpec, device: torch.device
     buffer = MultiTaskReplayBuffer(env.num_tasks, cfg.replay.capacity, env.obs_shape,
                                    env.action_dim, device=device,
                                    seed=derive_seed(cfg.seed, "replay"))
+    store = store_transitions(buffer)
+    if getattr(agent, "reward_scaler", None) is not None:
+        # BRC's reward normalization learns each task's return bound from the collected
+        # episodes (mtrl.agents.reward_scaling).
+        store_in_buffer = store
+
+        def store(tr: Transitions) -> None:
+            store_in_buffer(tr)
+            agent.observe(tr.reward, tr.terminated, tr.truncated, tr.task_id)
+
     return ReplayDataPath(agent, buffer, UniformWarmup(agent, common["rng"], env.action_dim),
-                          store_transitions(buffer), **common)
+                          store, **common)
 
 
 def _rollout_path(agent: Any, cfg: TrainConfig, env: EnvSpec, device: torch.device,

@@ -8,7 +8,10 @@ the rollout and cross in one copy when the rollout is finished.
 
 :meth:`RolloutStorage.batch` returns a task-stratified :class:`RolloutBatch`: rows are ordered
 task by task (all steps of task 0's envs, then task 1's, …), so per-task losses are a
-``view(num_tasks, per_task)`` as for replay batches.
+``view(num_tasks, per_task)`` as for replay batches. :meth:`RolloutStorage.trajectory` returns
+the rollout as collected instead (a time-major :class:`Trajectory` with the acting policy's
+log-probabilities and the episode flags), for learners that compute their own targets
+(V-trace, :mod:`mtrl.agents.impala`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,27 @@ class RolloutBatch(NamedTuple):
     def advantage(self) -> torch.Tensor:
         """``G − V(s)`` in reward units (the GAE advantage)."""
         return self.returns - self.value
+
+
+class Trajectory(NamedTuple):
+    """One rollout as it was collected, time-major ``[T, N]`` (``N`` envs, columns ordered task
+    by task), for learners that compute their own value targets from it (V-trace,
+    :mod:`mtrl.agents.impala`). All tensors on the learner's device."""
+
+    obs: torch.Tensor  # [T + 1, N, *obs_shape] (env dtype); row T: the obs after the last step
+    action: torch.Tensor  # [T, N] int64 (discrete) or [T, N, action_dim] float32
+    behaviour_log_prob: torch.Tensor  # [T, N] log μ(a|s) of the policy that acted
+    value: torch.Tensor  # [T, N] V(s) when acting (reward units)
+    reward: torch.Tensor  # [T, N] the env's rewards plus any agent bonus
+    terminated: torch.Tensor  # [T, N] bool: a true terminal at this step
+    truncated: torch.Tensor  # [T, N] bool: the episode was cut by a time limit at this step
+    truncation_value: torch.Tensor  # [T, N] V(real last obs) where truncated (else 0)
+    task_id: torch.Tensor  # [N] int64, the task of each column
+    num_tasks: int
+
+    @property
+    def envs_per_task(self) -> int:
+        return self.task_id.shape[0] // self.num_tasks
 
 
 def bootstrap_values(
@@ -221,6 +245,25 @@ class RolloutStorage:
             num_tasks=self.num_tasks,
             reward=flat(host[0]),
             log_prob=flat(self.log_prob),
+        )
+
+    def trajectory(self) -> Trajectory:
+        """The finished rollout, time-major, envs ordered task by task (no returns: the learner
+        computes its own targets). Observations, actions and values are views of the storage
+        when the envs are already sorted by task: use them before :meth:`after_update`."""
+        if not self.full:
+            raise RuntimeError(f"rollout has {self.step} of {self.num_steps} steps")
+        host = self._host.to(self.device, non_blocking=True)
+
+        def cols(x: torch.Tensor) -> torch.Tensor:
+            return x if self._sorted else x.index_select(1, self._order)
+
+        return Trajectory(
+            obs=cols(self.obs), action=cols(self.action),
+            behaviour_log_prob=cols(self.log_prob), value=cols(self.value),
+            reward=cols(host[0] + self.bonus), terminated=cols(host[1] > 0.5),
+            truncated=cols(host[2] > 0.5), truncation_value=cols(self.truncation_value),
+            task_id=self.task_id[self._order], num_tasks=self.num_tasks,
         )
 
     def after_update(self) -> None:

@@ -115,11 +115,18 @@ class ActorCritic(nn.Module):
     def _value_out(self, h: torch.Tensor, task_id: torch.Tensor, per_task: int | None
                    ) -> torch.Tensor:
         if self.value_head is not None:
-            if self.value_trunk is not None:
-                h = torch.relu(self.value_trunk(h, task_id, per_task))
-            return self.value_head(h, task_id)
+            return self.value_head(self.value_features(h, task_id, per_task), task_id)
         assert self.value_net is not None
         return self.value_net(h, task_id, per_task).squeeze(-1)
+
+    def value_features(self, h: torch.Tensor, task_id: torch.Tensor, per_task: int | None = None
+                       ) -> torch.Tensor:
+        """PopArt only: the input of the value head for the torso features ``h`` (the value
+        trunk's ReLU output, or ``h`` itself without hidden value layers). A learner that
+        rescales the head after a forward pass applies the rescaled head to these again."""
+        if self.value_trunk is not None:
+            return torch.relu(self.value_trunk(h, task_id, per_task))
+        return h
 
     def unnormalize(self, value_out: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
         """``V`` from the value output of :meth:`forward` (identity without PopArt)."""

@@ -199,3 +199,28 @@ def _moe(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -
         num_experts=c.num_experts, expert_hidden=list(c.expert_hidden), gating=c.gating,
         task_encoder=c.task_encoder, task_embedding_dim=c.task_embedding_dim,
     )
+
+
+@register_architecture("moore")
+def _moore(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -> TaskNet:
+    from mtrl.modules.moore import MooreNet
+
+    return MooreNet(in_dim, out_dim, num_tasks, hidden, num_experts=c.num_experts,
+                    multihead=c.moore_multihead)
+
+
+@register_architecture("residual")
+def _residual(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -> TaskNet:
+    from mtrl.modules.residual import ResidualNet
+
+    return ResidualNet(in_dim, out_dim, num_tasks, hidden, block=c.residual_block,
+                       expansion=c.residual_expansion, task_encoder=c.task_encoder,
+                       task_embedding_dim=c.task_embedding_dim)
+
+
+@register_architecture("paco")
+def _paco(in_dim: int, out_dim: int, num_tasks: int, hidden: list[int], c: Any) -> TaskNet:
+    from mtrl.modules.paco import PaCoNet
+
+    return PaCoNet(in_dim, out_dim, num_tasks, hidden, num_params=c.paco_num_params,
+                   identical_init=c.paco_identical_init)

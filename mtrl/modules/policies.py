@@ -83,6 +83,28 @@ class TanhGaussianActor(nn.Module):
         return torch.tanh(mean)
 
 
+def categorical_projection(values: torch.Tensor, probs: torch.Tensor, support: torch.Tensor
+                           ) -> torch.Tensor:
+    """Project the distribution with mass ``probs [B, K]`` on the points ``values [B, K]`` onto
+    the fixed, evenly spaced ``support [A]`` (C51's projection, Bellemare et al. 2017,
+    "A Distributional Perspective on Reinforcement Learning", Algorithm 1): each value is clipped
+    to ``[v_min, v_max]``, and its mass is split between the two neighbouring atoms ``l ≤ b ≤ u``
+    of its fractional index ``b = (v − v_min)/Δz`` in proportion ``(u − b, b − l)``; a value
+    exactly on an atom gives it all its mass. Returns ``[B, A]``; each row sums to the row sum of
+    ``probs``."""
+    num_atoms = support.numel()
+    v_min, v_max = support[0], support[-1]
+    dz = (v_max - v_min) / (num_atoms - 1)
+    b = ((values.clamp(v_min, v_max) - v_min) / dz).clamp(0.0, num_atoms - 1)
+    lower, upper = b.floor(), b.ceil()
+    to_lower = probs * (upper - b + (lower == upper).to(b.dtype))
+    to_upper = probs * (b - lower)
+    out = torch.zeros(values.shape[0], num_atoms, dtype=probs.dtype, device=probs.device)
+    out.scatter_add_(1, lower.long(), to_lower)
+    out.scatter_add_(1, upper.long(), to_upper)
+    return out
+
+
 class TwinQCritic(nn.Module):
     """``num_critics`` independent Q-functions Q_j(s, a, task), each a task-conditioned network
     on ``[obs, action]`` (an MLP on ``[obs, action, one_hot]`` by default). Returns
@@ -95,7 +117,16 @@ class TwinQCritic(nn.Module):
     :class:`TaskValueHead` whose outputs are *normalized* values ``n_k``; ``forward`` returns the
     unnormalized ``Q = σ_k n_k + μ_k`` and :meth:`normalized` the raw head outputs (van Hasselt et
     al. 2016; Hessel et al. 2019). The statistics object may be shared with a target critic.
+
+    With ``num_atoms`` each member is *categorical* (C51, Bellemare et al. 2017; BRC, Nauman et
+    al. 2025): its network outputs ``num_atoms`` logits of a distribution over the fixed support
+    ``z = linspace(v_min, v_max, num_atoms)`` (:meth:`logits`), and ``forward`` returns the
+    expectation ``Q_j = Σ_i softmax(logits_j)_i z_i``. A fixed support and PopArt's rescaled
+    heads do not compose (the rescaling that preserves a scalar output has no counterpart for a
+    distribution on fixed atoms), so the two are exclusive.
     """
+
+    support: torch.Tensor | None
 
     def __init__(
         self,
@@ -108,14 +139,31 @@ class TwinQCritic(nn.Module):
         *,
         arch: str = "mlp",
         arch_cfg: object | None = None,
+        num_atoms: int | None = None,
+        v_min: float = -10.0,
+        v_max: float = 10.0,
     ) -> None:
         super().__init__()
+        if num_critics < 1:
+            raise ValueError(f"num_critics={num_critics} must be >= 1")
         self.num_critics = num_critics
         in_dim = obs_dim + action_dim
         self.popart = popart
+        if num_atoms is None:
+            self.register_buffer("support", None)
+        else:
+            if popart is not None:
+                raise ValueError("a categorical critic (fixed support) cannot use PopArt")
+            if num_atoms < 2 or not v_min < v_max:
+                raise ValueError(f"a categorical critic needs num_atoms >= 2 and v_min < v_max, "
+                                 f"got {num_atoms}, [{v_min}, {v_max}]")
+            self.register_buffer("support", torch.linspace(v_min, v_max, num_atoms),
+                                 persistent=False)
         if popart is None:
+            out = 1 if num_atoms is None else num_atoms
             self.qs = nn.ModuleList(
-                build_net(arch, in_dim, 1, num_tasks, hidden, arch_cfg) for _ in range(num_critics)
+                build_net(arch, in_dim, out, num_tasks, hidden, arch_cfg)
+                for _ in range(num_critics)
             )
         else:
             if popart.mu.shape[0] != num_tasks:
@@ -128,15 +176,33 @@ class TwinQCritic(nn.Module):
                 TaskValueHead(hidden[-1], num_tasks) for _ in range(num_critics)
             )
 
+    @property
+    def categorical(self) -> bool:
+        return self.support is not None
+
     def forward(
         self, obs: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor,
         per_task: int | None = None,
     ) -> torch.Tensor:
+        if self.support is not None:
+            probs = torch.softmax(self.logits(obs, action, task_id, per_task), dim=-1)
+            return probs @ self.support
         if self.popart is None:
             x = torch.cat([obs, action], dim=-1)
             return torch.stack([q(x, task_id, per_task).squeeze(-1) for q in self.qs])
         n = self.normalized(obs, action, task_id, per_task)
         return self.popart.denormalize_ids(n, task_id)
+
+    def logits(
+        self, obs: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor,
+        per_task: int | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[num_critics, B, num_atoms]`` of the categorical members (only with
+        ``num_atoms``)."""
+        if self.support is None:
+            raise RuntimeError("logits() needs a critic built with num_atoms (categorical)")
+        x = torch.cat([obs, action], dim=-1)
+        return torch.stack([q(x, task_id, per_task) for q in self.qs])
 
     def normalized(
         self, obs: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor,

@@ -24,7 +24,7 @@ gradients are mixed (``mix``) and what they learn after the backward (``after_ba
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ from mtrl.config import CombinerConfig
 from mtrl.optim.pcgrad import conflict_fraction, cosine_matrix, pcgrad_weights, random_orders
 from mtrl.optim.task_grads import TaskGradients, TaskGradientTracker
 from mtrl.registry import COMBINERS, register_combiner
+
+if TYPE_CHECKING:
+    from mtrl.modules.paco import CompositionalVectors
 
 
 class Combiner(Protocol):
@@ -172,6 +175,87 @@ class PCGradCombiner(GradientCombiner):
         return pcgrad_weights(gram.detach(), orders).to(gram.dtype)
 
 
+class PaCoMaskoutCombiner(GradientCombiner):
+    """PaCo's loss maskout and w-reset (Sun, Zhang, Xu & Tomizuka 2022, "PaCo:
+    Parameter-Compositional Multi-Task Reinforcement Learning", NeurIPS: the paper's mechanism
+    for stable multi-task training; ``mask_extreme_task`` / ``reset_task_while_extreme`` in the
+    authors' code).
+
+    A task whose loss exceeds the threshold ``ε`` is *masked out* of this update: its loss
+    weight is 0, so it sends no gradient to the shared parameters Φ nor to its own ``w_τ``
+    (the objective stays ``(1/T) Σ_k λ_k L_k`` over all ``T`` tasks, as the authors zero the
+    task's per-sample losses before the batch mean). Because PaCo keeps everything task-specific
+    in ``w_τ``, the diverged task can then be restarted without touching the others: the
+    compositional vector ``w_τ`` of every PaCo network this combiner watches
+    (:class:`mtrl.modules.paco.CompositionalVectors`) is *reset* from the kept tasks' vectors
+    (``interpolate``: a random convex combination; ``copy``: one of them at random; ``none``:
+    mask only). The reset takes effect at the network's next forward pass, after this update's
+    optimizer step (the authors reset after the update too), and leaves the optimizer's Adam
+    moments of ``w_τ`` as they are (as the authors do).
+
+    A task counts as over the threshold when ``L_τ > ε`` or ``L_τ`` is NaN. The authors test
+    one summed actor + critic + temperature loss per task against ``ε = 3000`` and share one
+    ``W`` between the actor and the critics; in mtrl each network has its own ``W`` and each
+    combiner tests the loss it combines — the critic's squared TD error is what explodes when a
+    task diverges. Their critic term is ``½ Σ_j (Q_j − y)²`` per sample (squared errors of both
+    critics averaged with ALF's zero-padded second time step), which is mtrl's critic loss, so
+    ε carries over unchanged. Masking works with any architecture; resets only with PaCo
+    networks. No host synchronization: masks, counts and resets are tensor operations.
+    ``report()`` gives ``masked``, the number of updates each task was masked out of so far."""
+
+    name = "paco-maskout"
+
+    def __init__(self, diagnostics_every: int = 0, threshold: float = 3000.0,
+                 reset: str = "interpolate") -> None:
+        from mtrl.config import PACO_RESETS
+
+        if not threshold > 0:
+            raise ValueError(f"threshold={threshold} must be > 0")
+        if reset not in PACO_RESETS:
+            raise ValueError(f"unknown reset {reset!r}; allowed: {', '.join(PACO_RESETS)}")
+        self.threshold, self.reset = float(threshold), reset
+        self._vectors: list[CompositionalVectors] = []
+        self._mask: torch.Tensor | None = None
+        self.masked: torch.Tensor | None = None
+        super().__init__(diagnostics_every)
+
+    def watch(self, module: nn.Module) -> None:
+        from mtrl.modules.paco import CompositionalVectors
+
+        super().watch(module)
+        for sub in module.modules():
+            if isinstance(sub, CompositionalVectors) and all(sub is not v for v in self._vectors):
+                self._vectors.append(sub)
+
+    def loss_weights(self, task_losses: torch.Tensor) -> torch.Tensor:
+        losses = task_losses.detach()
+        self._mask = ~(losses <= self.threshold)  # NaN counts as over the threshold
+        return (~self._mask).to(losses.dtype)
+
+    def after_backward(self, task_losses: torch.Tensor, gram: torch.Tensor | None) -> None:
+        mask, self._mask = self._mask, None
+        assert mask is not None, "loss_weights runs before after_backward"
+        if self.reset != "none":
+            for vectors in self._vectors:
+                vectors.schedule_reset(mask, self.reset)
+        count = mask.to(torch.float32)
+        self.masked = count if self.masked is None else self.masked.to(count.device) + count
+
+    def extra_report(self) -> dict[str, torch.Tensor]:
+        return {} if self.masked is None else {"masked": self.masked.clone()}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.masked is not None:
+            state["masked"] = self.masked.detach().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        masked = state.get("masked")
+        self.masked = None if masked is None else torch.as_tensor(masked).clone()
+
+
 def make_combiner(name: str, cfg: CombinerConfig | None = None) -> GradientCombiner:
     """The registered combiner ``name`` (:data:`mtrl.registry.COMBINERS`) with the options of
     ``cfg`` (defaults if None)."""
@@ -186,3 +270,5 @@ def make_combiner(name: str, cfg: CombinerConfig | None = None) -> GradientCombi
 
 register_combiner("mean", lambda cfg: MeanCombiner(cfg.diagnostics_every))
 register_combiner("pcgrad", lambda cfg: PCGradCombiner(cfg.diagnostics_every))
+register_combiner("paco-maskout", lambda cfg: PaCoMaskoutCombiner(
+    cfg.diagnostics_every, threshold=cfg.paco_loss_threshold, reset=cfg.paco_reset))
