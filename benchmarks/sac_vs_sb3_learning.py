@@ -75,7 +75,11 @@ def _env_config(task: str) -> Any:
     return EnvConfig(name="metaworld", tasks=[task])
 
 
-def _run_mtrl(job: Job, run_dir: Path) -> dict[int, tuple[float, float]]:
+Curve = dict[int, tuple[float, float, dict[str, float]]]
+"""env step → (mean success, mean return, success per task)."""
+
+
+def _run_mtrl(job: Job, run_dir: Path) -> Curve:
     from mtrl.presets import get_preset
     from mtrl.runner import train
 
@@ -94,10 +98,11 @@ def _run_mtrl(job: Job, run_dir: Path) -> dict[int, tuple[float, float]]:
     cfg.log.progress_bar = False
     cfg.log.every = max(1000, job.eval_every // 5)
     train(cfg, run_dir)
-    curve: dict[int, tuple[float, float]] = {}
+    curve: Curve = {}
     for f in sorted((run_dir / "eval").glob("step_*.json")):
         d = json.loads(f.read_text())
-        curve[int(d["step"])] = (float(d["success_mean"]), float(d["return_mean"]))
+        per_task = {t: float(v["success"]) for t, v in d["tasks"].items()}
+        curve[int(d["step"])] = (float(d["success_mean"]), float(d["return_mean"]), per_task)
     return curve
 
 
@@ -151,7 +156,7 @@ class _GymVecForSB3:
         return _Impl()
 
 
-def _run_sb3(job: Job) -> dict[int, tuple[float, float]]:
+def _run_sb3(job: Job) -> Curve:
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* ids)
     from stable_baselines3 import SAC
@@ -176,7 +181,7 @@ def _run_sb3(job: Job) -> dict[int, tuple[float, float]]:
                 policy_kwargs={"net_arch": [400, 400]}, seed=job.seed, device="cpu",
                 buffer_size=1_000_000)
     n_envs = model.n_envs
-    curve: dict[int, tuple[float, float]] = {}
+    curve: Curve = {}
 
     class Adapter:
         def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = True
@@ -188,7 +193,7 @@ def _run_sb3(job: Job) -> dict[int, tuple[float, float]]:
     def run_eval(step: int) -> None:
         r = evaluate(Adapter(), eval_env, job.eval_episodes,
                      seed=derive_seed(job.seed, "eval"))
-        curve[step] = (r.success_mean, r.return_mean)
+        curve[step] = (r.success_mean, r.return_mean, {t: r.success[t] for t in r.task_names})
 
     class Callback(BaseCallback):
         def _on_step(self) -> bool:
@@ -222,6 +227,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "job": asdict(job),
         "success": {str(k): v[0] for k, v in sorted(curve.items())},
         "return": {str(k): v[1] for k, v in sorted(curve.items())},
+        "task_success": {str(k): v[2] for k, v in sorted(curve.items())},
         "minutes": (time.perf_counter() - t0) / 60,
         "torch": torch.__version__,
     }
