@@ -233,7 +233,7 @@ def test_train_log_follows_the_run_with_eta_and_evaluation_progress(tmp_path, ca
     assert all(" ETA " in s and "steps/s" in s for s in steps)
     assert steps[-1].endswith("ETA 0s")
     evals = [b for b in body if b.startswith("evaluation at env step")]
-    assert [e.split()[4] for e in evals] == ["400:", "800:"]
+    assert [e.split()[4] for e in evals] == ["0:", "400:", "800:"]  # the untrained policy first
     assert body[-1].startswith("done at env step 800 after ")
     # without a progress bar the lines also go to stdout (what --seeds writes to its logs)
     assert "step 800/800 (100.0%)" in capsys.readouterr().out
