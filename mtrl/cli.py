@@ -736,6 +736,7 @@ _COMMANDS = ("train", "distill", "eval", "plot", "report", "presets")
 def main(argv: list[str] | None = None) -> int:
     from mtrl.analysis import RunDataError
     from mtrl.checkpoint import CheckpointError
+    from mtrl.errors import CollectorError
     from mtrl.rundir import ResumeError
     from mtrl.runner import NonFiniteLossError
 
@@ -771,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CLIError, ResumeError, RunDataError) as e:
         print(f"mtrl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (CheckpointError, NonFiniteLossError) as e:
+    except (CheckpointError, NonFiniteLossError, CollectorError) as e:
         print(f"mtrl: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a file or directory that cannot be read or written

@@ -470,6 +470,26 @@ class CheckpointConfig(_Strict):
 
 
 @dataclass
+class CollectorConfig(_Strict):
+    """Where the training envs step (:mod:`mtrl.collect`)."""
+
+    name: str = "vector"
+    """vector: in this process; ray: in remote env-runner actors on a Ray cluster
+    (:mod:`mtrl.collect.ray`; ``pip install 'mtrl[ray]'``; the replay agents mtsac and
+    distral-sac)."""
+    runners: int = 2
+    """ray: env-runner actors; the training envs are split over them in env order."""
+    publish_every: int = 1
+    """ray: send the learner's policy weights to the runners every this many updates; runners
+    act with weights at most ``publish_every - 1`` updates old (1: always the current ones)."""
+    address: str | None = None
+    """ray: None starts a local Ray on this machine's CPUs; ``auto`` joins the cluster this
+    machine belongs to (``ray start``); ``HOST:PORT`` the cluster of that head node."""
+    max_restarts: int = 10
+    """ray: times Ray restarts each runner whose process died (-1: no limit)."""
+
+
+@dataclass
 class TrainConfig(_Strict):
     preset: str = ""
     """Name of the preset this config came from (informational)."""
@@ -493,6 +513,7 @@ class TrainConfig(_Strict):
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -951,6 +972,7 @@ def validate(cfg: TrainConfig, *, memory: bool = True) -> None:
             raise ConfigError("log.wandb needs the wandb package: pip install 'mtrl[wandb]'")
     check_positive("checkpoint.every", cfg.checkpoint.every, allow_zero=True)
     check_positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
+    _validate_collector(cfg, agent, num_envs, memory=memory)
     if cfg.total_steps < num_envs:
         raise ConfigError(
             f"total_steps={cfg.total_steps} is less than one step of all {num_envs} envs "
@@ -963,6 +985,60 @@ def validate(cfg: TrainConfig, *, memory: bool = True) -> None:
             f"replay.capacity={cfg.replay.capacity} is above the replay buffer's limit of "
             f"{REPLAY_MAX_CAPACITY} (2**24) transitions"
         )
+
+
+COLLECTORS = ("vector", "ray")
+
+
+def _validate_collector(cfg: TrainConfig, agent: Any, num_envs: int, *, memory: bool) -> None:
+    """``collector.*``: the ray fields only with collector.name=ray; remote runners only for
+    the replay agents (they act with the uniform warm-up or the agent's own policy), and the
+    ray package installed (checked with ``memory``, i.e. when validating for training)."""
+    import re
+
+    from mtrl.registry import AGENTS, ENVS
+
+    c = cfg.collector
+    if c.name not in COLLECTORS:
+        raise ConfigError(choice_message("collector.name", c.name, COLLECTORS))
+    if c.name == "vector":
+        defaults = CollectorConfig()
+        for f in ("runners", "publish_every", "address", "max_restarts"):
+            if getattr(c, f) != getattr(defaults, f):
+                raise ConfigError(f"collector.{f}={getattr(c, f)!r} is only used with "
+                                  f"collector.name='ray'; leave it at {getattr(defaults, f)!r} "
+                                  "for collector.name='vector'")
+        return
+    if not _uses_replay_buffer(agent):
+        why = ("an on-policy agent: its data path feeds each step to the learner's rollout as "
+               "it is taken (policy.observe), which remote runners cannot do"
+               if agent.get("on_policy") else "its behaviour policy lives in the learner")
+        ok = [e.name for e in AGENTS if _uses_replay_buffer(e)]
+        raise ConfigError(f"collector.name='ray' does not support agent.name={cfg.agent.name!r}"
+                          f" ({why}); use collector.name='vector', or one of: {', '.join(ok)}")
+    if c.runners < 1:
+        raise ConfigError(f"collector.runners={c.runners!r} must be >= 1")
+    if c.runners > num_envs:
+        raise ConfigError(f"collector.runners={c.runners} is more than the {num_envs} training "
+                          "env(s); every runner needs at least one env")
+    if c.runners > 1 and not ENVS.get(cfg.env.name, "env.name").get("task_subsets"):
+        raise ConfigError(f"env.name={cfg.env.name!r} cannot be split over collector.runners="
+                          f"{c.runners} (its builder takes no task subset); use "
+                          "collector.runners=1")
+    check_positive("collector.publish_every", c.publish_every)
+    if c.max_restarts < -1:
+        raise ConfigError(f"collector.max_restarts={c.max_restarts!r} must be >= 0, or -1 "
+                          "(no limit)")
+    if c.address is not None and c.address != "auto" and not re.fullmatch(
+            r"(ray://)?[^\s:/]+:\d{1,5}", c.address):
+        raise ConfigError(f"collector.address={c.address!r} is not valid; allowed: none (start "
+                          "a local Ray), auto (this machine's cluster), HOST:PORT")
+    if memory:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("collector.name='ray' needs the ray package: "
+                              "pip install 'mtrl[ray]'")
 
 
 def _validate_arch(ar: ArchConfig) -> None:
@@ -1193,11 +1269,16 @@ def get_path(cfg: Any, path: str) -> Any:
     return obj
 
 
+#: Short command-line names of fields: ``--collector ray``, ``--ray-address HOST:PORT``.
+CLI_ALIASES = {"collector": "collector.name", "ray_address": "collector.address"}
+
+
 def resolve_path(path: str, cfg: TrainConfig | None = None) -> str:
     """The field path a command-line name stands for (``-`` or ``_``; mtrl 0.1's flat agent
     names moved to their sections). Raises ConfigError for unknown names, with the closest
     field."""
     path = path.replace("-", "_")
+    path = CLI_ALIASES.get(path, path)
     paths = field_paths()
     if path in paths:
         return path
@@ -1353,6 +1434,8 @@ RESUMABLE_FIELDS = (
     "checkpoint.every",
     "checkpoint.keep_last",
     "replay.save_with_checkpoint",
+    "collector.address",
+    "collector.max_restarts",
 )
 
 

@@ -151,13 +151,21 @@ REGISTRIES = (ENVS, ARCHITECTURES, COMBINERS, AGENTS)
 def register_env(name: str, build: Callable[..., Any] | None = None, *,
                  task_names: Callable[[Any], list[str]],
                  check: Callable[[Any], None] | None = None, discrete: bool = False,
-                 image: bool = False, uses: tuple[str, ...] = (), replace: bool = False) -> Any:
+                 image: bool = False, uses: tuple[str, ...] = (), replace: bool = False,
+                 task_subsets: bool = False) -> Any:
     """An environment: ``build(env_cfg, *, seed, evaluation, render) -> MultiTaskVectorEnv``,
     ``task_names(env_cfg)`` (known without building it), ``check(env_cfg)``, whether its
     actions are ``discrete`` and its observations ``image``s, and the env config fields it
-    ``uses`` beyond ``name`` (the others must keep their defaults)."""
+    ``uses`` beyond ``name`` (the others must keep their defaults).
+
+    ``task_subsets``: ``build`` also takes ``tasks=[k, ...]``, the global task id of each
+    sub-env of a slice of the training env (sub-env ``i`` of the whole env plays task
+    ``i // envs_per_task``), and returns the env of those sub-envs only, with the whole env's
+    task names and global task ids; remote env runners (:mod:`mtrl.collect.ray`) split the
+    envs over several processes with it."""
     return ENVS.register(name, build, check=check, task_names=task_names, discrete=discrete,
-                         image=image, uses=tuple(uses), replace=replace)
+                         image=image, uses=tuple(uses), replace=replace,
+                         task_subsets=task_subsets)
 
 
 def register_architecture(name: str, build: Callable[..., Any] | None = None, *,

@@ -174,9 +174,16 @@ class Trainer:
         self.eval_env: MultiTaskVectorEnv | None = None
         if collector is None:
             t0 = time.perf_counter()
+            remote = (f" in {cfg.collector.runners} Ray env runner(s)"
+                      if cfg.collector.name == "ray" else "")
             _say(f"building the training envs: {cfg.env.name}, {len(self.task_names)} "
-                 f"task(s) x {cfg.env.envs_per_task} env(s)...")
-            collector = VectorCollector(make_env(cfg.env, seed=cfg.seed))
+                 f"task(s) x {cfg.env.envs_per_task} env(s){remote}...")
+            if cfg.collector.name == "ray":  # remote env runners (the only import of ray)
+                from mtrl.collect.ray import RayCollector
+
+                collector = RayCollector(cfg)
+            else:
+                collector = VectorCollector(make_env(cfg.env, seed=cfg.seed))
             _say(f"  built in {format_duration(time.perf_counter() - t0)}")
         self.collector: Collector = collector
         if cfg.eval.every > 0 or cfg.eval.final:
@@ -421,6 +428,9 @@ class Trainer:
                     ups = (self.updates - log_upd0) / dt
                     logger.scalar("perf/env_steps_per_sec", sps, env_steps)
                     logger.scalar("perf/updates_per_sec", ups, env_steps)
+                    # Collector counters (remote runners: perf/runner_restarts, ...).
+                    for key, value in getattr(self.collector, "metrics", dict)().items():
+                        logger.scalar(key, value, env_steps)
                     logger.scalars("loss", metrics.pop_means(), env_steps)
                     for name, vals in self.agent.task_metrics().items():
                         logger.per_task(name, vals.cpu().numpy(), env_steps)
@@ -687,6 +697,8 @@ class Trainer:
             meta = collect_metadata(self.cfg.seed, str(self.device), self.spec.benchmark)
             meta["task_names"] = self.task_names
             meta["evaluation_protocol"] = self._protocol()
+            meta["collector"] = dict(getattr(self.collector, "info", None)
+                                     or {"name": type(self.collector).__name__})
             from mtrl.api import space_to_json
 
             # What mtrl.load needs to rebuild the policy without building an env.

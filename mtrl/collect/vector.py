@@ -50,7 +50,14 @@ class VectorCollector:
     def started(self) -> bool:
         return self.obs is not None
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the run's metadata records about the collector."""
+        return {"name": "vector", "envs": self.num_envs}
+
+    def reset(self, seed: int | list[int] | None = None) -> np.ndarray:
+        """New episodes everywhere; ``seed``: an int, or one per sub-env, as the env's
+        ``reset`` takes it (gymnasium's vector envs seed sub-env ``i`` with ``seed + i``)."""
         self.obs, _ = self.env.reset(seed=seed)
         return self.obs
 

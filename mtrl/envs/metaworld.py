@@ -94,11 +94,17 @@ def make_metaworld_env(
     vector_strategy: str = "sync",
     evaluation: bool = False,
     render: bool = False,
+    env_tasks: list[int] | None = None,
 ) -> MetaWorldMultiTaskEnv:
     """Build MT10/MT25/MT50 (``name`` = mt10|mt25|mt50) or a custom list (``name`` = metaworld).
 
     ``evaluation=True`` builds a sync env with autoreset disabled and terminate-on-success on,
     so that the evaluator can run one episode per goal (the Meta-World protocol).
+
+    ``env_tasks``: build only the sub-envs of these tasks (global task ids, e.g. one remote
+    env runner's share), each exactly as the whole benchmark builds it: the same 50 goals of
+    the benchmark generated from ``seed``, the same env seed and env id; task names and ids
+    stay the whole benchmark's.
     """
     import metaworld
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
@@ -114,7 +120,13 @@ def make_metaworld_env(
     if render:
         common["render_mode"] = "rgb_array"
 
-    if name in _STANDARD:
+    if env_tasks is not None:
+        if evaluation:
+            raise ValueError("a subset of tasks is for training envs only")
+        env, names, bench = _task_subset(name, tasks, env_tasks, seed=seed,
+                                         vector_strategy=vector_strategy, mode=mode,
+                                         common=common)
+    elif name in _STANDARD:
         env = gym.make_vec(
             f"Meta-World/{_STANDARD[name]}",
             vector_strategy=vector_strategy,
@@ -153,7 +165,7 @@ def make_metaworld_env(
     mw_env = MetaWorldMultiTaskEnv(
         env,
         names,
-        np.arange(len(names)),
+        np.arange(len(names)) if env_tasks is None else np.asarray(env_tasks, dtype=np.int64),
         max_episode_steps=EPISODE_LENGTH,
         goals_per_task=GOALS_PER_TASK,
         benchmark={
@@ -171,6 +183,57 @@ def make_metaworld_env(
         _vec(env).call("toggle_sample_tasks_on_reset", False)
         mw_env.set_terminate_on_success(True)
     return mw_env
+
+
+def _task_subset(name: str, tasks: list[str] | None, env_tasks: list[int], *, seed: int,
+                 vector_strategy: str, mode: gym.vector.AutoresetMode, common: dict[str, Any]
+                 ) -> tuple[gym.vector.VectorEnv, list[str], str]:
+    """The sub-envs of tasks ``env_tasks`` of a benchmark, built as Meta-World's own
+    constructors build them inside the whole benchmark (``metaworld.make_mt_envs``: MT10/25/50
+    draw every task's goals from one generator seeded with ``seed``, so the benchmark object is
+    built whole and only the chosen sub-envs are made; a custom list seeds task ``k`` with
+    ``seed + k``). Returns the vector env, all task names and the benchmark's name."""
+    import metaworld
+
+    if len(set(env_tasks)) != len(env_tasks):
+        raise ValueError(f"env_tasks={env_tasks} lists a task twice (one env per task)")
+    vec_cls: Any = (
+        gym.vector.SyncVectorEnv if vector_strategy == "sync" else gym.vector.AsyncVectorEnv
+    )
+    fns: list[Any]
+    if name in _STANDARD:
+        benchmark = getattr(metaworld, _STANDARD[name])(seed=seed)
+        classes = list(benchmark.train_classes.items())
+        names = [n for n, _ in classes]
+        fns = [
+            functools.partial(
+                metaworld._init_each_env,
+                env_cls=classes[k][1],
+                tasks=[t for t in benchmark.train_tasks if t.env_name == classes[k][0]],
+                seed=seed,
+                env_id=k,
+                num_tasks=len(classes),
+                use_one_hot=False,
+                **common,
+            )
+            for k in env_tasks
+        ]
+        bench = _STANDARD[name]
+    elif name == "metaworld":
+        if not tasks:
+            raise ValueError("a custom Meta-World env needs a task list")
+        names = list(tasks)
+        fns = [
+            functools.partial(metaworld.make_mt_envs, names[k], seed=seed + k,
+                              num_tasks=len(names), env_id=k, use_one_hot=False, **common)
+            for k in env_tasks
+        ]
+        bench = "custom"
+    else:
+        raise ValueError(f"unknown Meta-World benchmark {name!r}")
+    if not env_tasks or min(env_tasks) < 0 or max(env_tasks) >= len(names):
+        raise ValueError(f"env_tasks={env_tasks} must be tasks in [0, {len(names)})")
+    return vec_cls(fns, autoreset_mode=mode), names, bench
 
 
 def _vec(env: gym.vector.VectorEnv) -> Any:
@@ -230,16 +293,16 @@ def _check_metaworld(cfg: Any) -> None:
         raise ConfigError(f"env.tasks={cfg.tasks} lists a task twice")
 
 
-def _build_metaworld(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False
-                     ) -> MetaWorldMultiTaskEnv:
+def _build_metaworld(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False,
+                     tasks: list[int] | None = None) -> MetaWorldMultiTaskEnv:
     return make_metaworld_env(cfg.name, cfg.tasks, seed=seed,
                               vector_strategy=cfg.vector_strategy, evaluation=evaluation,
-                              render=render)
+                              render=render, env_tasks=tasks)
 
 
 for _name in _STANDARD:
     register_env(_name, _build_metaworld,
                  task_names=lambda cfg: metaworld_task_lists()[cfg.name],
-                 check=_check_metaworld, uses=("vector_strategy",))
+                 check=_check_metaworld, uses=("vector_strategy",), task_subsets=True)
 register_env("metaworld", _build_metaworld, task_names=lambda cfg: list(cfg.tasks),
-             check=_check_metaworld, uses=("tasks", "vector_strategy"))
+             check=_check_metaworld, uses=("tasks", "vector_strategy"), task_subsets=True)

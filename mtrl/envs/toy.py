@@ -44,12 +44,22 @@ class PointReachVectorEnv(gym.vector.VectorEnv):
         start_noise: float = 0.1,
         seed: int | None = None,
         autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.SAME_STEP,
+        task_ids: list[int] | np.ndarray | None = None,
     ) -> None:
+        """``task_ids``: the task of each sub-env (a slice of the ``num_tasks``-task env, e.g.
+        one remote env runner's share; goals stay those of ``num_tasks`` tasks); default
+        ``envs_per_task`` sub-envs of every task, in task order."""
         if num_tasks < 1 or envs_per_task < 1:
             raise ValueError("num_tasks and envs_per_task must be >= 1")
         self.num_tasks = num_tasks
-        self.num_envs = num_tasks * envs_per_task
-        self.task_ids = np.repeat(np.arange(num_tasks), envs_per_task).astype(np.int64)
+        if task_ids is None:
+            self.task_ids = np.repeat(np.arange(num_tasks), envs_per_task).astype(np.int64)
+        else:
+            self.task_ids = np.asarray(task_ids, dtype=np.int64).reshape(-1)
+            if self.task_ids.size == 0 or self.task_ids.min() < 0 or \
+                    self.task_ids.max() >= num_tasks:
+                raise ValueError(f"task_ids must be a non-empty list of tasks in [0, {num_tasks})")
+        self.num_envs = int(self.task_ids.shape[0])
         angles = 2 * np.pi * np.arange(num_tasks) / num_tasks
         self.goals = np.stack([np.cos(angles), np.sin(angles)], axis=1)
         self.max_episode_steps = max_episode_steps
@@ -209,7 +219,10 @@ def make_toy_env(
     max_episode_steps: int = 50,
     seed: int | None = None,
     evaluation: bool = False,
+    task_ids: list[int] | np.ndarray | None = None,
 ) -> ToyMultiTaskEnv:
+    """The ``num_tasks``-task point-reach; ``task_ids``: only sub-envs of these tasks (one per
+    entry; task ids and names stay the full env's), see :class:`PointReachVectorEnv`."""
     mode = gym.vector.AutoresetMode.DISABLED if evaluation else gym.vector.AutoresetMode.SAME_STEP
     inner = PointReachVectorEnv(
         num_tasks,
@@ -218,6 +231,7 @@ def make_toy_env(
         discrete=discrete,
         seed=seed,
         autoreset_mode=mode,
+        task_ids=task_ids,
     )
     name = "toy-reach-discrete" if discrete else "toy-reach"
     return ToyMultiTaskEnv(
@@ -314,11 +328,11 @@ def _check_toy(cfg: Any) -> None:
 
 
 def _toy_builder(discrete: bool) -> Any:
-    def build(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False
-              ) -> ToyMultiTaskEnv:
+    def build(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False,
+              tasks: list[int] | None = None) -> ToyMultiTaskEnv:
         env = make_toy_env(cfg.num_tasks, envs_per_task=1 if evaluation else cfg.envs_per_task,
                            discrete=discrete, max_episode_steps=cfg.max_episode_steps,
-                           seed=seed, evaluation=evaluation)
+                           seed=seed, evaluation=evaluation, task_ids=tasks)
         if evaluation:
             env.set_terminate_on_success(True)
         return env
@@ -328,4 +342,4 @@ def _toy_builder(discrete: bool) -> Any:
 
 for _name, _discrete in (("toy-reach", False), ("toy-reach-discrete", True)):
     register_env(_name, _toy_builder(_discrete), task_names=_toy_task_names, check=_check_toy,
-                 discrete=_discrete, uses=("num_tasks", "max_episode_steps"))
+                 discrete=_discrete, uses=("num_tasks", "max_episode_steps"), task_subsets=True)
