@@ -222,7 +222,9 @@ def _paco(benchmark: str) -> TrainConfig:
     initializes every layer uniformly in ±1/√in with zero biases. Budget, episode length,
     evaluation, Q clipping (±5000) and batch on MT50 (1250) follow mtrl's Meta-World+ MT-SAC
     base (the authors' config trains 5M steps per task), so that presets differ in the method
-    only."""
+    only. Gradient diagnostics are off on MT50: PaCo's Φ is not made of ``nn.Linear`` layers,
+    so per-task gradients take the vmapped path, 50 tasks × K = 20 copies of every weight (GBs
+    every diagnostic update); ``--agent.combiner.diagnostics-every N`` turns them on."""
     num_tasks = {"mt10": 10, "mt50": 50}[benchmark]
     cfg = _arch(benchmark, f"{benchmark}-paco", "paco",
                 paco_num_params=5 if benchmark == "mt10" else 20, paco_identical_init=True)
@@ -233,6 +235,8 @@ def _paco(benchmark: str) -> TrainConfig:
     cfg.agent.sac.alpha_lr = 1e-4
     cfg.agent.sac.log_std_min, cfg.agent.sac.log_std_max = -10.0, 2.0
     cfg.warmup_steps = 1_500 * num_tasks
+    if num_tasks > 10:
+        cfg.agent.combiner.diagnostics_every = 0
     return cfg
 
 
