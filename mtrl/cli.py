@@ -85,6 +85,13 @@ def _build_parser() -> argparse.ArgumentParser:
                    "parallel processes (at most --jobs at once) into RUN_DIR/seed<k>")
     t.add_argument("--jobs", type=int, help="with --seeds: parallel runs (default: CPU cores, "
                    "at most the number of seeds)")
+    t.add_argument("--sweep", action="append", metavar="FIELD=V1,V2,...",
+                   help="repeatable: train every combination of these values (x every seed of "
+                   "--seeds, default the preset's) into RUN_DIR/<field=value,...>/seed<k>; e.g. "
+                   "--sweep agent.sac.actor-lr=1e-4,3e-4 --sweep agent.batch-size=640,1280")
+    t.add_argument("--retries", type=int, default=0,
+                   help="with --seeds/--sweep: resume a failed run from its last checkpoint up "
+                   "to this many times")
     _add_plugin_option(t)
 
     d = sub.add_parser(
@@ -196,7 +203,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 _TRAIN_FLAGS_WITH_VALUE = {"--seed", "--total-steps", "--run-dir", "--device", "--resume",
                            "--checkpoint", "--seeds", "--jobs", "--teacher", "--teachers",
-                           "--plugin"}
+                           "--plugin", "--sweep", "--retries"}
 _TRAIN_FLAGS = _TRAIN_FLAGS_WITH_VALUE | {"--no-progress", "-h", "--help"}
 
 
@@ -299,8 +306,8 @@ def _parse_seeds(text: str) -> list[int]:
 def _check_jobs(args: argparse.Namespace) -> None:
     if getattr(args, "jobs", None) is None:
         return
-    if getattr(args, "seeds", None) is None:
-        raise CLIError("--jobs is only used with --seeds (parallel runs of several seeds)")
+    if getattr(args, "seeds", None) is None and not getattr(args, "sweep", None):
+        raise CLIError("--jobs is only used with --seeds or --sweep (parallel runs)")
     if args.jobs < 1:
         raise ConfigError(f"--jobs={args.jobs} must be >= 1")
 
@@ -349,34 +356,99 @@ def _check_parents(flag: str, path: Path) -> None:
             return
 
 
+def _parse_sweeps(specs: list[str], overrides: list[tuple[str, str]]
+                  ) -> list[tuple[str, list[str]]]:
+    """``["agent.sac.actor-lr=1e-4,3e-4", ...]`` → ``[("agent.sac.actor-lr", ["1e-4", "3e-4"])]``
+    (field names as on the command line); one-line errors for malformed, repeated or unknown
+    fields, and for a field also given as a plain override."""
+    out: list[tuple[str, list[str]]] = []
+    seen: set[str] = set()
+    plain = {C.resolve_path(k.replace("-", "_")) for k, _ in overrides}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip().removeprefix("--")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key or not vals:
+            raise ConfigError(f"--sweep {spec!r}: give FIELD=V1,V2,..., e.g. "
+                              "--sweep agent.sac.actor-lr=1e-4,3e-4")
+        path = C.resolve_path(key.replace("-", "_"))  # ConfigError with did-you-mean
+        if path in seen:
+            raise ConfigError(f"--sweep {key}: the field is swept twice")
+        if path in plain:
+            raise ConfigError(f"--sweep {key}: the field is also set by --{key}; sweep it or "
+                              "set it, not both")
+        if len(set(vals)) != len(vals):
+            raise ConfigError(f"--sweep {spec!r} lists a value twice")
+        seen.add(path)
+        out.append((key, vals))
+    return out
+
+
+def _run_result(run_dir: Path) -> str:
+    """The latest evaluation of a finished run, for the sweep's summary table."""
+    files = sorted((run_dir / "eval").glob("step_*.json"))
+    if not files:
+        return "no evaluation"
+    try:
+        d = json.loads(files[-1].read_text())
+        score = (f"HNS median {d['hns_median']:.3f}" if "hns_median" in d
+                 else f"success {d['success_mean']:.3f}, return {d['return_mean']:.1f}")
+        return f"step {int(d['step']):,}: {score}"
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"unreadable {files[-1].name}"
+
+
 def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
                     overrides: list[tuple[str, str]]) -> int:
-    """Run one training process per seed, at most ``--jobs`` at a time, each with its share of
-    the CPU threads, into ``RUN_DIR/seed<k>``."""
+    """Run one training process per seed — and per combination of ``--sweep`` values — at most
+    ``--jobs`` at a time, each with its share of the CPU threads, into ``RUN_DIR/seed<k>`` (or
+    ``RUN_DIR/<field=value,...>/seed<k>``); a failed run with a checkpoint is resumed up to
+    ``--retries`` times; a table of every run's latest evaluation ends the sweep."""
+    import itertools
     import subprocess
     import time
 
     from mtrl.presets import get_preset
 
     if args.resume or args.seed is not None:
-        raise CLIError("--seeds cannot be combined with --resume or --seed")
+        raise CLIError("--seeds/--sweep cannot be combined with --resume or --seed")
     if not args.preset:
-        raise CLIError("--seeds needs a preset")
-    seeds = _parse_seeds(args.seeds)
-    _check_jobs(args)
-    _check_dir_arg("--run-dir", args.run_dir)
-    cores = os.cpu_count() or 1
-    jobs = args.jobs if args.jobs is not None else min(len(seeds), cores)
+        raise CLIError("--seeds/--sweep needs a preset")
+    if args.retries < 0:
+        raise ConfigError(f"--retries={args.retries} must be >= 0")
+    sweeps = _parse_sweeps(args.sweep or [], overrides)
     # Validate everything once, before any process starts.
     cfg = get_preset(args.preset)
     _apply_common(cfg, args, overrides)
-    C.validate(cfg)
+    seeds = _parse_seeds(args.seeds) if args.seeds is not None else [cfg.seed]
+    _check_jobs(args)
+    _check_dir_arg("--run-dir", args.run_dir)
+    combos: list[list[tuple[str, str]]] = [
+        list(zip([k for k, _ in sweeps], values, strict=True))
+        for values in itertools.product(*(v for _, v in sweeps))]
+    for combo in combos:
+        c = get_preset(args.preset)
+        _apply_common(c, args, [*overrides, *combo])
+        C.validate(c)
+    cores = os.cpu_count() or 1
+    n_runs = len(combos) * len(seeds)
+    jobs = args.jobs if args.jobs is not None else min(n_runs, cores)
     base = Path(args.run_dir) if args.run_dir else \
         Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for s in seeds:
-        if (base / f"seed{s}" / "config.yaml").exists():
-            raise CLIError(f"{base / f'seed{s}'} already holds a run; choose another --run-dir")
-    # Strip --seeds/--jobs/--run-dir from the per-seed command line.
+
+    def label(combo: list[tuple[str, str]]) -> str:
+        return ",".join(f"{k}={v}" for k, v in combo)
+
+    runs: list[tuple[str, list[tuple[str, str]], int, Path]] = []
+    for combo in combos:
+        for s in seeds:
+            where = base / label(combo) if combo else base
+            name = f"{label(combo)} seed {s}" if combo else f"seed {s}"
+            runs.append((name, combo, s, where / f"seed{s}"))
+    for _name, _combo, _s, run_dir in runs:
+        if (run_dir / "config.yaml").exists():
+            raise CLIError(f"{run_dir} already holds a run; choose another --run-dir")
+    # Strip the launcher's own options from the per-run command line.
     child: list[str] = []
     skip = False
     for tok in argv:
@@ -384,45 +456,73 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
             skip = False
             continue
         key = tok.split("=", 1)[0]
-        if key in ("--seeds", "--jobs", "--run-dir"):
+        if key in ("--seeds", "--jobs", "--run-dir", "--sweep", "--retries"):
             skip = "=" not in tok
             continue
         child.append(tok)
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // jobs)))
-    pending = list(seeds)
+    pending = list(range(len(runs)))
     running: list[tuple[int, subprocess.Popen[bytes]]] = []
-    failed: list[int] = []
-    print(f"training seeds {seeds} into {base}/seed<k>, {jobs} at a time; follow one with "
-          f"`tail -f {base}/seed<k>/train.log` (full output in seed<k>/output.log)", flush=True)
+    status: dict[int, str] = {}
+    tries = dict.fromkeys(range(len(runs)), 0)
+    layout = f"{base}/<field=value,...>/seed<k>" if sweeps else f"{base}/seed<k>"
+    what = (f"{len(combos)} combination(s) x seeds {seeds}" if sweeps else f"seeds {seeds}")
+    print(f"training {what} into {layout}, {jobs} at a time; follow one with `tail -f "
+          f"<run>/train.log` (full output in <run>/output.log)", flush=True)
+
+    def start(k: int, resume: bool) -> subprocess.Popen[bytes]:
+        _name, combo, s, run_dir = runs[k]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # The run's own progress lines go to train.log; everything it prints to output.log.
+        log = open(run_dir / "output.log", "ab")  # noqa: SIM115 (closed with the process)
+        if resume:
+            cmd = [sys.executable, "-m", "mtrl", "train", "--resume", str(run_dir),
+                   "--no-progress"]
+        else:
+            extra = [tok for k_, v in combo for tok in (f"--{k_}", v)]
+            cmd = [sys.executable, "-m", "mtrl", "train", *child, *extra, "--seed", str(s),
+                   "--run-dir", str(run_dir), "--no-progress"]
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
     last_report = time.monotonic()
     while pending or running:
         while pending and len(running) < jobs:
-            s = pending.pop(0)
-            run_dir = base / f"seed{s}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            # The run's own progress lines go to train.log; everything it prints to output.log.
-            log = open(run_dir / "output.log", "ab")  # noqa: SIM115 (closed with the process)
-            cmd = [sys.executable, "-m", "mtrl", "train", *child, "--seed", str(s),
-                   "--run-dir", str(run_dir), "--no-progress"]
-            running.append((s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                env=env)))
-            print(f"seed {s}: started", flush=True)
+            k = pending.pop(0)
+            resume = tries[k] > 0
+            running.append((k, start(k, resume)))
+            what = f"resumed (retry {tries[k]})" if resume else "started"
+            print(f"{runs[k][0]}: {what}", flush=True)
         time.sleep(0.5)
-        for s, proc in list(running):
-            if proc.poll() is not None:
-                running.remove((s, proc))
-                status = "done" if proc.returncode == 0 else f"FAILED ({proc.returncode})"
-                where = base / f"seed{s}" / ("train.log" if proc.returncode == 0
-                                             else "output.log")
-                print(f"seed {s}: {status}  ({where})", flush=True)
-                if proc.returncode != 0:
-                    failed.append(s)
+        for k, proc in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((k, proc))
+            name, _combo, _s, run_dir = runs[k]
+            if proc.returncode == 0:
+                status[k] = "done"
+                print(f"{name}: done  ({run_dir / 'train.log'})", flush=True)
+                continue
+            has_ckpt = any((run_dir / "checkpoints").glob("ckpt_*.json"))
+            if tries[k] < args.retries and has_ckpt:
+                tries[k] += 1
+                print(f"{name}: FAILED ({proc.returncode}); resuming from its last checkpoint "
+                      f"({run_dir / 'output.log'})", flush=True)
+                pending.insert(0, k)
+                continue
+            status[k] = f"FAILED ({proc.returncode})"
+            print(f"{name}: FAILED ({proc.returncode})  ({run_dir / 'output.log'})", flush=True)
         if running and time.monotonic() - last_report > 60.0:
             last_report = time.monotonic()
-            for s, _proc in running:
-                print(f"seed {s}: {_last_line(base / f'seed{s}' / 'train.log')}", flush=True)
-    print(f"report: mtrl report {base}/seed* --markdown {base}/report.md")
-    return 1 if failed else 0
+            for k, _proc in running:
+                print(f"{runs[k][0]}: {_last_line(runs[k][3] / 'train.log')}", flush=True)
+    width = max(len(r[0]) for r in runs)
+    print(f"\n{'run':<{width}}  status      retries  latest evaluation")
+    for k, (name, _combo, _s, run_dir) in enumerate(runs):
+        result = _run_result(run_dir) if status[k] == "done" else "-"
+        print(f"{name:<{width}}  {status[k]:<10}  {tries[k]:>7}  {result}")
+    pattern = f"{base}/*/seed*" if sweeps else f"{base}/seed*"
+    print(f"report: mtrl report {pattern} --markdown {base}/report.md")
+    return 1 if any(v != "done" for v in status.values()) else 0
 
 
 def _last_line(path: Path) -> str:
@@ -447,6 +547,8 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],
 
     if args.checkpoint is not None and args.resume is None:
         raise CLIError("--checkpoint is only used together with --resume RUN_DIR")
+    if getattr(args, "retries", 0):
+        raise CLIError("--retries is only used with --seeds or --sweep (runs it launches)")
     _check_file_arg("--checkpoint", args.checkpoint)
     _check_jobs(args)
     _check_dir_arg("--run-dir", args.run_dir)
@@ -747,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "train":
             rest, overrides = split_overrides(argv[1:])
             targs = parser.parse_args(["train", *rest])
-            if targs.seeds is not None:
+            if targs.seeds is not None or targs.sweep:
                 return cmd_train_seeds(argv[1:], targs, overrides)
             return cmd_train(targs, overrides)
         if argv and argv[0] == "distill":
