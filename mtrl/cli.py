@@ -89,6 +89,12 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="repeatable: train every combination of these values (x every seed of "
                    "--seeds, default the preset's) into RUN_DIR/<field=value,...>/seed<k>; e.g. "
                    "--sweep agent.sac.actor-lr=1e-4,3e-4 --sweep agent.batch-size=640,1280")
+    t.add_argument("--launcher", choices=["local", "ray"], default="local",
+                   help="with --seeds/--sweep: local processes (default), or one Ray task per "
+                   "run on the cluster of --ray-address (default: a local Ray); run "
+                   "directories must then be on a path every node shares")
+    t.add_argument("--resources-per-run", metavar="cpu=N,gpu=F",
+                   help="with --launcher ray: what each run reserves (default cpu=1)")
     t.add_argument("--retries", type=int, default=0,
                    help="with --seeds/--sweep: resume a failed run from its last checkpoint up "
                    "to this many times")
@@ -203,7 +209,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 _TRAIN_FLAGS_WITH_VALUE = {"--seed", "--total-steps", "--run-dir", "--device", "--resume",
                            "--checkpoint", "--seeds", "--jobs", "--teacher", "--teachers",
-                           "--plugin", "--sweep", "--retries"}
+                           "--plugin", "--sweep", "--retries", "--launcher",
+                           "--resources-per-run"}
 _TRAIN_FLAGS = _TRAIN_FLAGS_WITH_VALUE | {"--no-progress", "-h", "--help"}
 
 
@@ -416,6 +423,11 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
         raise CLIError("--seeds/--sweep needs a preset")
     if args.retries < 0:
         raise ConfigError(f"--retries={args.retries} must be >= 0")
+    from mtrl.launch import parse_resources
+
+    resources = parse_resources(args.resources_per_run)
+    if args.resources_per_run and args.launcher != "ray":
+        raise CLIError("--resources-per-run is only used with --launcher ray")
     sweeps = _parse_sweeps(args.sweep or [], overrides)
     # Validate everything once, before any process starts.
     cfg = get_preset(args.preset)
@@ -432,9 +444,20 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
         C.validate(c)
     cores = os.cpu_count() or 1
     n_runs = len(combos) * len(seeds)
-    jobs = args.jobs if args.jobs is not None else min(n_runs, cores)
     base = Path(args.run_dir) if args.run_dir else \
         Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    launcher: typing.Any
+    if args.launcher == "ray":
+        from mtrl.launch import RayLauncher
+
+        base = base.resolve()  # the runs may start on other nodes
+        launcher = RayLauncher(cfg.collector.address, resources)
+        jobs = args.jobs if args.jobs is not None else n_runs  # Ray queues by resources
+        threads = max(1, int(resources.get("cpu", 1)))
+    else:
+        launcher = None
+        jobs = args.jobs if args.jobs is not None else min(n_runs, cores)
+        threads = max(1, cores // jobs)
 
     def label(combo: list[tuple[str, str]]) -> str:
         return ",".join(f"{k}={v}" for k, v in combo)
@@ -456,25 +479,26 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
             skip = False
             continue
         key = tok.split("=", 1)[0]
-        if key in ("--seeds", "--jobs", "--run-dir", "--sweep", "--retries"):
+        if key in ("--seeds", "--jobs", "--run-dir", "--sweep", "--retries", "--launcher",
+                   "--resources-per-run"):
             skip = "=" not in tok
             continue
         child.append(tok)
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // jobs)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     pending = list(range(len(runs)))
     running: list[tuple[int, subprocess.Popen[bytes]]] = []
     status: dict[int, str] = {}
     tries = dict.fromkeys(range(len(runs)), 0)
     layout = f"{base}/<field=value,...>/seed<k>" if sweeps else f"{base}/seed<k>"
     what = (f"{len(combos)} combination(s) x seeds {seeds}" if sweeps else f"seeds {seeds}")
-    print(f"training {what} into {layout}, {jobs} at a time; follow one with `tail -f "
+    how = (f"as Ray tasks ({launcher.describe()})" if launcher is not None
+           else f"{jobs} at a time")
+    print(f"training {what} into {layout}, {how}; follow one with `tail -f "
           f"<run>/train.log` (full output in <run>/output.log)", flush=True)
 
-    def start(k: int, resume: bool) -> subprocess.Popen[bytes]:
+    def start(k: int, resume: bool) -> typing.Any:
         _name, combo, s, run_dir = runs[k]
         run_dir.mkdir(parents=True, exist_ok=True)
-        # The run's own progress lines go to train.log; everything it prints to output.log.
-        log = open(run_dir / "output.log", "ab")  # noqa: SIM115 (closed with the process)
         if resume:
             cmd = [sys.executable, "-m", "mtrl", "train", "--resume", str(run_dir),
                    "--no-progress"]
@@ -482,6 +506,10 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
             extra = [tok for k_, v in combo for tok in (f"--{k_}", v)]
             cmd = [sys.executable, "-m", "mtrl", "train", *child, *extra, "--seed", str(s),
                    "--run-dir", str(run_dir), "--no-progress"]
+        if launcher is not None:
+            return launcher.start(cmd, run_dir / "output.log", {"OMP_NUM_THREADS": str(threads)})
+        # The run's own progress lines go to train.log; everything it prints to output.log.
+        log = open(run_dir / "output.log", "ab")  # noqa: SIM115 (closed with the process)
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     last_report = time.monotonic()
@@ -520,6 +548,8 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
     for k, (name, _combo, _s, run_dir) in enumerate(runs):
         result = _run_result(run_dir) if status[k] == "done" else "-"
         print(f"{name:<{width}}  {status[k]:<10}  {tries[k]:>7}  {result}")
+    if launcher is not None:
+        launcher.close()
     pattern = f"{base}/*/seed*" if sweeps else f"{base}/seed*"
     print(f"report: mtrl report {pattern} --markdown {base}/report.md")
     return 1 if any(v != "done" for v in status.values()) else 0
@@ -549,6 +579,9 @@ def cmd_train(args: argparse.Namespace, overrides: list[tuple[str, str]],
         raise CLIError("--checkpoint is only used together with --resume RUN_DIR")
     if getattr(args, "retries", 0):
         raise CLIError("--retries is only used with --seeds or --sweep (runs it launches)")
+    if getattr(args, "launcher", "local") != "local" or getattr(args, "resources_per_run", None):
+        raise CLIError("--launcher and --resources-per-run are only used with --seeds or "
+                       "--sweep (runs it launches)")
     _check_file_arg("--checkpoint", args.checkpoint)
     _check_jobs(args)
     _check_dir_arg("--run-dir", args.run_dir)

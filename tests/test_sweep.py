@@ -142,3 +142,41 @@ def test_a_sweep_without_seeds_uses_the_presets_seed(stub_train, tmp_path):  # n
                           "--jobs", "1", "--run-dir", str(tmp_path / "s")])
     assert code == "reached"  # validated, and got to starting the first process
     assert Path(tmp_path / "s" / "agent.batch-size=32" / "seed0").is_dir()
+
+
+def test_the_ray_launcher_runs_each_seed_as_a_ray_task_and_resumes_a_failed_one(tmp_path):
+    pytest.importorskip("ray")
+    plugin = tmp_path / "crash_once.py"
+    plugin.write_text(CRASH_ONCE)
+    marker = tmp_path / "crashed"
+    base = tmp_path / "sw"
+    p = _mtrl("train", "toy-mtsac", *TINY, "--plugin", str(plugin), "--agent.critic-combiner",
+              "crash-once", "--seeds", "0,1", "--launcher", "ray", "--resources-per-run",
+              "cpu=1", "--retries", "1", "--run-dir", str(base),
+              env={"MTRL_TEST_CRASH_MARKER": str(marker), "RAY_USAGE_STATS_ENABLED": "0"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "as Ray tasks (cpu=1 each on a cluster of" in p.stdout
+    assert marker.exists() and p.stdout.count("resuming from its last checkpoint") == 1
+    for s in (0, 1):
+        assert f"seed {s}  done" in p.stdout
+        assert (base / f"seed{s}" / "eval" / "step_000000000400.json").exists()
+    resumed = [json.loads((base / f"seed{s}" / "metadata.json").read_text()).get("resumes", [])
+               for s in (0, 1)]
+    assert sorted(len(r) for r in resumed) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["--seeds", "0", "--launcher", "ray", "--resources-per-run", "gpu=x"], "not a number"),
+        (["--seeds", "0", "--launcher", "ray", "--resources-per-run", "tpu=1"], "cpu=N"),
+        (["--seeds", "0", "--launcher", "ray", "--resources-per-run", "cpu=0"], "positive"),
+        (["--seeds", "0", "--resources-per-run", "cpu=2"], "only used with --launcher ray"),
+        (["--launcher", "ray"], "only used with --seeds or --sweep"),
+        (["--seeds", "0", "--launcher", "slurm"], "invalid choice: 'slurm'"),
+    ],
+)
+def test_bad_launch_options_are_one_line_errors(stub_train, argv, expect):  # noqa: F811
+    full = ["train", "toy-mtsac", *argv]
+    code, err = run_cli(full)
+    assert expect in assert_clean_error(code, err, argv=full)
