@@ -81,14 +81,14 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     t.add_argument("--checkpoint", help="with --resume: resume from this checkpoint file")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per seed as "
+    t.add_argument("--seeds", help="seeds, e.g. 0,1,2 or 0-9: one run per seed as "
                    "parallel processes (at most --jobs at once) into RUN_DIR/seed<k>")
     t.add_argument("--jobs", type=int, help="with --seeds: parallel runs (default: CPU cores, "
                    "at most the number of seeds)")
-    t.add_argument("--sweep", action="append", metavar="FIELD=V1,V2,...",
-                   help="repeatable: train every combination of these values (x every seed of "
-                   "--seeds, default the preset's) into RUN_DIR/<field=value,...>/seed<k>; e.g. "
-                   "--sweep agent.sac.actor-lr=1e-4,3e-4 --sweep agent.batch-size=640,1280")
+    t.add_argument("--sweep", action="append", nargs="+", metavar="FIELD=V1,V2,...",
+                   help="train every combination of these values (x every seed of --seeds, "
+                   "default the preset's) into RUN_DIR/<field=value,...>/seed<k>; e.g. "
+                   "--sweep agent.sac.actor-lr=1e-4,3e-4 agent.batch-size=640,1280")
     t.add_argument("--launcher", choices=["local", "ray"], default="local",
                    help="with --seeds/--sweep: local processes (default), or one Ray task per "
                    "run on the cluster of --ray-address (default: a local Ray); run "
@@ -291,11 +291,23 @@ def _shorten_warmup(cfg: C.TrainConfig, overrides: list[tuple[str, str]]) -> Non
 
 
 def _parse_seeds(text: str) -> list[int]:
+    """``0,1,2``, a range ``0-9`` (both ends included) or a mix: ``0-3,7``."""
+    seeds: list[int] = []
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            lo, dash, hi = part.partition("-")
+            if dash and lo.strip() and hi.strip():
+                a, b = int(lo), int(hi)
+                if a > b or b - a >= 100_000:
+                    raise ValueError(part)
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
     except ValueError:
-        raise ConfigError(f"--seeds={text!r} must be comma-separated integers, e.g. 0,1,2") \
-            from None
+        raise ConfigError(f"--seeds={text!r} must be comma-separated integers or ranges a-b "
+                          "(a <= b), e.g. 0,1,2 or 0-9") from None
     if not seeds:
         raise ConfigError(f"--seeds={text!r} lists no seeds; give comma-separated seeds, "
                           "e.g. 0,1,2")
@@ -428,7 +440,7 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
     resources = parse_resources(args.resources_per_run)
     if args.resources_per_run and args.launcher != "ray":
         raise CLIError("--resources-per-run is only used with --launcher ray")
-    sweeps = _parse_sweeps(args.sweep or [], overrides)
+    sweeps = _parse_sweeps([spec for group in args.sweep or [] for spec in group], overrides)
     # Validate everything once, before any process starts.
     cfg = get_preset(args.preset)
     _apply_common(cfg, args, overrides)
@@ -473,13 +485,19 @@ def cmd_train_seeds(argv: list[str], args: argparse.Namespace,
             raise CLIError(f"{run_dir} already holds a run; choose another --run-dir")
     # Strip the launcher's own options from the per-run command line.
     child: list[str] = []
-    skip = False
+    skip, in_sweep = False, False
     for tok in argv:
         if skip:
             skip = False
             continue
+        if in_sweep and not tok.startswith("--"):
+            continue  # --sweep takes every value up to the next option
+        in_sweep = False
         key = tok.split("=", 1)[0]
-        if key in ("--seeds", "--jobs", "--run-dir", "--sweep", "--retries", "--launcher",
+        if key == "--sweep":
+            in_sweep = True
+            continue
+        if key in ("--seeds", "--jobs", "--run-dir", "--retries", "--launcher",
                    "--resources-per-run"):
             skip = "=" not in tok
             continue

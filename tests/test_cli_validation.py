@@ -227,6 +227,7 @@ def test_memory_estimate_against_a_small_machine(monkeypatch):
         (["train", "toy-mtsac", "--jobs", "0"], "--jobs is only used with --seeds"),
         (["train", "toy-mtsac", "--jobs", "4"], "--jobs is only used with --seeds"),
         (["train", "toy-mtsac", "--seeds", "3-1"], "--seeds='3-1' must be comma-separated"),
+        (["train", "toy-mtsac", "--seeds", "0-3,2"], "distinct"),
         (["train", "toy-mtsac", "--seeds", "a"], "--seeds='a' must be comma-separated"),
         (["train", "toy-mtsac", "--seeds", "0,0"], "distinct"),
         (["train", "toy-mtsac", "--seeds", "1,4294967296"], "seed 4294967296 is not in"),

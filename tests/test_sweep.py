@@ -29,8 +29,8 @@ def _mtrl(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 def test_a_sweep_trains_every_combination_and_reports_them_apart(tmp_path):
     base = tmp_path / "sw"
-    p = _mtrl("train", "toy-mtsac", *TINY, "--sweep", "agent.sac.actor-lr=1e-3,3e-4",
-              "--seeds", "0,1", "--jobs", "2", "--run-dir", str(base))
+    p = _mtrl("train", "toy-mtsac", "--sweep", "agent.sac.actor-lr=1e-3,3e-4", *TINY,
+              "--seeds", "0-1", "--jobs", "2", "--run-dir", str(base))
     assert p.returncode == 0, p.stdout + p.stderr
     dirs = sorted(str(d.relative_to(base)) for d in base.glob("*/seed*"))
     assert dirs == [f"agent.sac.actor-lr={lr}/seed{s}" for lr in ("1e-3", "3e-4")
@@ -180,3 +180,16 @@ def test_bad_launch_options_are_one_line_errors(stub_train, argv, expect):  # no
     full = ["train", "toy-mtsac", *argv]
     code, err = run_cli(full)
     assert expect in assert_clean_error(code, err, argv=full)
+
+
+def test_seed_ranges_and_several_fields_in_one_sweep(stub_train, tmp_path):  # noqa: F811
+    from mtrl.cli import _parse_seeds
+
+    assert _parse_seeds("0-3") == [0, 1, 2, 3]
+    assert _parse_seeds("0-2,7, 9") == [0, 1, 2, 7, 9]
+    code, _err = run_cli(["train", "toy-mtsac", "--sweep", "agent.batch-size=32,64",
+                          "agent.sac.actor-lr=1e-3,3e-4", "--seeds", "0-1", "--jobs", "1",
+                          "--run-dir", str(tmp_path / "s")])
+    assert code == "reached"
+    first = tmp_path / "s" / "agent.batch-size=32,agent.sac.actor-lr=1e-3" / "seed0"
+    assert first.is_dir()
