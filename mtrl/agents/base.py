@@ -124,3 +124,51 @@ class DataPath(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def references(self) -> dict[str, Reference]: ...
+
+
+class ActorCriticAgentParts:
+    """What MT-PPO and MT-IMPALA share around their losses: an :class:`ActorCritic` ``net``
+    with its ``optim`` and ``combiner`` — per-task metrics, reports, persistence, modes."""
+
+    net: Any
+    optim: Any
+    combiner: Any
+    _task_ids: TaskIds
+
+    def task_metrics(self) -> dict[str, torch.Tensor]:
+        """Per-task ``popart/mu`` and ``popart/sigma`` with PopArt, the Gaussian policy's mean
+        ``policy_std`` for continuous actions."""
+        out: dict[str, torch.Tensor] = {}
+        if self.net.popart is not None:
+            out["popart/mu"] = self.net.popart.mu.detach().clone()
+            out["popart/sigma"] = self.net.popart.sigma.detach().clone()
+        if self.net.log_std_net is not None:
+            out["policy_std"] = self.net.log_std_net.log_std.detach().exp().mean(1)
+        return out
+
+    def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
+        reports = {"policy": self.net.policy.report()}
+        value = self.net.value_net or self.net.value_trunk
+        if value is not None:
+            reports["value"] = value.report()
+        return reports
+
+    def combiner_reports(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"actor_critic": self.combiner.report()}
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optim": self.optim.state_dict(),
+                "combiner": self.combiner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optim.load_state_dict(state["optim"])
+        self.combiner.load_state_dict(state["combiner"])
+        self._task_ids.clear()
+
+    def train(self) -> None:
+        self.net.train()
+
+    def eval(self) -> None:
+        self.net.eval()

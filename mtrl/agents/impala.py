@@ -72,7 +72,15 @@ import torch
 from torch import nn
 
 from mtrl.agents.a2c import make_optimizer, popart_statistics_step
-from mtrl.agents.base import DataPath, EnvSpec, Iteration, PolicyOutput, TaskIds, env_actions
+from mtrl.agents.base import (
+    ActorCriticAgentParts,
+    DataPath,
+    EnvSpec,
+    Iteration,
+    PolicyOutput,
+    TaskIds,
+    env_actions,
+)
 from mtrl.agents.onpolicy import RolloutDataPath
 from mtrl.agents.specs import OPTIMIZERS, _actor_critic_args, _check_joint_loss, _check_torso
 from mtrl.collect.base import Collector
@@ -187,7 +195,7 @@ class IMPALAHyperparams:
     grad_clip: float | None = None
 
 
-class MTIMPALA:
+class MTIMPALA(ActorCriticAgentParts):
     """Multi-task IMPALA learner; see the module docstring. Receives a built
     :class:`ActorCritic` and its optimizer. ``update`` takes a time-major
     :class:`~mtrl.data.rollout.Trajectory` and returns detached 0-dim tensors (no host sync)."""
@@ -344,43 +352,6 @@ class MTIMPALA:
             metrics["grad_norm"] = grad_norm
         return metrics
 
-    def task_metrics(self) -> dict[str, torch.Tensor]:
-        """Per-task ``popart/mu`` and ``popart/sigma`` with PopArt, the Gaussian policy's mean
-        ``policy_std`` for continuous actions."""
-        out: dict[str, torch.Tensor] = {}
-        if self.net.popart is not None:
-            out["popart/mu"] = self.net.popart.mu.detach().clone()
-            out["popart/sigma"] = self.net.popart.sigma.detach().clone()
-        if self.net.log_std_net is not None:
-            out["policy_std"] = self.net.log_std_net.log_std.detach().exp().mean(1)
-        return out
-
-    def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
-        reports = {"policy": self.net.policy.report()}
-        value = self.net.value_net or self.net.value_trunk
-        if value is not None:
-            reports["value"] = value.report()
-        return reports
-
-    def combiner_reports(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {"actor_critic": self.combiner.report()}
-
-    # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optim": self.optim.state_dict(),
-                "combiner": self.combiner.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optim.load_state_dict(state["optim"])
-        self.combiner.load_state_dict(state["combiner"])
-        self._task_ids.clear()
-
-    def train(self) -> None:
-        self.net.train()
-
-    def eval(self) -> None:
-        self.net.eval()
 
 
 def build_mtimpala(

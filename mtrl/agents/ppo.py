@@ -36,14 +36,13 @@ number from the device per epoch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from mtrl.agents.a2c import rollout_targets
-from mtrl.agents.base import PolicyOutput, TaskIds, env_actions
+from mtrl.agents.base import ActorCriticAgentParts, PolicyOutput, TaskIds, env_actions
 from mtrl.data.rollout import RolloutBatch
 from mtrl.modules.actor_critic import ActorCritic
 from mtrl.modules.cnn import NatureCNN
@@ -66,7 +65,7 @@ class PPOHyperparams:
     grad_clip: float | None = 0.5
 
 
-class MTPPO:
+class MTPPO(ActorCriticAgentParts):
     """Multi-task PPO; see the module docstring. Receives a built :class:`ActorCritic` and its
     optimizer. ``update`` returns detached 0-dim tensors (no host sync unless ``target_kl``)."""
 
@@ -240,43 +239,6 @@ class MTPPO:
         metrics["epochs"] = torch.tensor(float(epochs), device=g.device)
         return metrics
 
-    def task_metrics(self) -> dict[str, torch.Tensor]:
-        """Per-task ``popart/mu`` and ``popart/sigma`` with PopArt, the Gaussian policy's mean
-        ``policy_std`` for continuous actions."""
-        out: dict[str, torch.Tensor] = {}
-        if self.net.popart is not None:
-            out["popart/mu"] = self.net.popart.mu.detach().clone()
-            out["popart/sigma"] = self.net.popart.sigma.detach().clone()
-        if self.net.log_std_net is not None:
-            out["policy_std"] = self.net.log_std_net.log_std.detach().exp().mean(1)
-        return out
-
-    def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
-        reports = {"policy": self.net.policy.report()}
-        value = self.net.value_net or self.net.value_trunk
-        if value is not None:
-            reports["value"] = value.report()
-        return reports
-
-    def combiner_reports(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {"actor_critic": self.combiner.report()}
-
-    # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optim": self.optim.state_dict(),
-                "combiner": self.combiner.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optim.load_state_dict(state["optim"])
-        self.combiner.load_state_dict(state["combiner"])
-        self._task_ids.clear()
-
-    def train(self) -> None:
-        self.net.train()
-
-    def eval(self) -> None:
-        self.net.eval()
 
 
 def build_mtppo(
