@@ -476,7 +476,7 @@ class CollectorConfig(_Strict):
     name: str = "vector"
     """vector: in this process; ray: in remote env-runner actors on a Ray cluster
     (:mod:`mtrl.collect.ray`; ``pip install 'mtrl[ray]'``; the replay agents mtsac and
-    distral-sac)."""
+    distral-sac, and mtimpala, whose V-trace corrects for the runners' policy lag)."""
     runners: int = 2
     """ray: env-runner actors; the training envs are split over them in env order."""
     publish_every: int = 1
@@ -992,7 +992,8 @@ COLLECTORS = ("vector", "ray")
 
 def _validate_collector(cfg: TrainConfig, agent: Any, num_envs: int, *, memory: bool) -> None:
     """``collector.*``: the ray fields only with collector.name=ray; remote runners only for
-    the replay agents (they act with the uniform warm-up or the agent's own policy), and the
+    the replay agents (they act with the uniform warm-up or the agent's own policy) and the
+    on-policy agents that learn from lagged unrolls (``remote_rollouts``: mtimpala), and the
     ray package installed (checked with ``memory``, i.e. when validating for training)."""
     import re
 
@@ -1009,11 +1010,11 @@ def _validate_collector(cfg: TrainConfig, agent: Any, num_envs: int, *, memory: 
                                   f"collector.name='ray'; leave it at {getattr(defaults, f)!r} "
                                   "for collector.name='vector'")
         return
-    if not _uses_replay_buffer(agent):
+    if not (_uses_replay_buffer(agent) or agent.get("remote_rollouts")):
         why = ("an on-policy agent: its data path feeds each step to the learner's rollout as "
                "it is taken (policy.observe), which remote runners cannot do"
                if agent.get("on_policy") else "its behaviour policy lives in the learner")
-        ok = [e.name for e in AGENTS if _uses_replay_buffer(e)]
+        ok = [e.name for e in AGENTS if _uses_replay_buffer(e) or e.get("remote_rollouts")]
         raise ConfigError(f"collector.name='ray' does not support agent.name={cfg.agent.name!r}"
                           f" ({why}); use collector.name='vector', or one of: {', '.join(ok)}")
     if c.runners < 1:

@@ -523,8 +523,10 @@ def _atari_impala(name: str, games: list[str], envs_per_task: int) -> TrainConfi
     √0.01/640 = 1.5625e-4 on the mean gradient with PyTorch's ε outside the root; likewise the
     clip threshold 40 becomes 40/640 = 0.0625.
 
-    Where mtrl differs: one synchronous in-process learner (the behaviour policy is the current
-    policy, ρ = c = 1) instead of distributed actors with policy lag; the Nature CNN torso
+    Where mtrl differs: one synchronous learner: in process the behaviour policy is the current
+    policy (ρ = c = 1); with ``--collector ray`` the env runners act with the weights of the last
+    publish (``collector.publish_every`` updates of lag at most) and hand their unrolls over
+    synchronously, instead of IMPALA's asynchronous actors and queue; the Nature CNN torso
     shared by a linear policy head on [features, one_hot(game)] and a per-game PopArt value
     head, instead of the deep ResNet + LSTM torso (and the policy sees the game id, which
     PopArt-IMPALA's does not); no linear annealing of the learning rate and no population
@@ -751,11 +753,12 @@ DESCRIPTIONS: dict[str, str] = {
     "toy-ppo": "MT-PPO + PopArt on the 4-goal discrete point-reach toy; ~1 min on 2 CPU cores",
     "mt10-ppo": "MT-PPO on Meta-World MT10, Meta-World+ MTPPO hyperparameters (20M steps)",
     "atari6-ppo-popart": "MT-PPO + PopArt (Schulman et al. 2017 Atari settings), 6 Atari games",
-    "toy-impala": "MT-IMPALA (V-trace) + PopArt, in-process, 4-goal discrete point-reach toy",
-    "atari6-impala-popart": "PopArt-IMPALA (Hessel et al. 2019) V-trace learner, in-process, "
-                            "unclipped rewards, 6 Atari games",
-    "atari57-impala-popart": "PopArt-IMPALA V-trace learner, in-process, all 57 Atari-57 games, "
-                             "2 envs per game",
+    "toy-impala": "MT-IMPALA (V-trace) + PopArt, 4-goal discrete point-reach toy (Ray runners: "
+                  "--collector ray)",
+    "atari6-impala-popart": "PopArt-IMPALA (Hessel et al. 2019), 6 Atari games, unclipped "
+                            "rewards; --collector ray: remote actors",
+    "atari57-impala-popart": "PopArt-IMPALA, all 57 Atari-57 games, 2 envs per game; "
+                             "--collector ray: remote actors",
     "mt10-distral": "Distral on SAC: per-task SAC policies regularized toward a shared π0, MT10",
     "atari6-distral": "Distral 2-column on A2C, 6 Atari games, sign-clipped rewards",
     "toy-distill": "Policy distillation of per-goal teachers (e.g. SB3) into one student, toy",

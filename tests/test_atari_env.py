@@ -109,6 +109,32 @@ def test_sub_envs_are_the_raw_per_game_envs_concatenated_in_task_order():
     assert np.abs(obs[:2].astype(int) - obs[2:].astype(int)).sum() > 0  # different games
 
 
+def test_a_subset_of_envs_steps_as_those_envs_of_the_whole_set():
+    """One remote runner's share (``env_tasks``, global game indices; a game may be split):
+    global task names and ids, and, reset with the same per-env seeds and given the same
+    actions, the same frames and rewards as those envs of the whole set."""
+    games, n, seed = ["Breakout", "Pong", "Freeway"], 2, 5
+    whole = make_atari_env(games, n, seed=seed, noop_max=0)
+    part = make_atari_env(games, n, seed=seed, noop_max=0, env_tasks=[1, 2, 2])
+    assert part.task_names == games and part.task_ids.tolist() == [1, 2, 2]
+    assert part.num_envs == 3 and part.env.env_counts == [1, 2]
+    seeds = [seed + i for i in range(6)]
+    obs, _ = whole.reset(seed=seeds)
+    sub, _ = part.reset(seed=seeds[3:])
+    np.testing.assert_array_equal(sub, obs[3:])
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        a = _rand(rng, 6)
+        obs, rew, *_ = whole.step(a)
+        sub, sub_rew, *_ = part.step(a[3:])
+        np.testing.assert_array_equal(sub, obs[3:])
+        np.testing.assert_array_equal(sub_rew, rew[3:])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        make_atari_env(games, n, seed=seed, env_tasks=[2, 1])
+    whole.close()
+    part.close()
+
+
 def test_seeded_envs_repeat_and_other_seeds_differ():
     def run(seed: int) -> tuple[np.ndarray, np.ndarray]:
         env = make_atari_env(["Breakout"], 2, seed=seed)

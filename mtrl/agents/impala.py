@@ -52,13 +52,15 @@ output ``n_k`` per task, ``V_k = σ_k n_k + μ_k``. Each update, in this order:
    (the equality because step 2 preserves ``V``), so every task's policy gradient has the same
    scale whatever its rewards, and rewards need no clipping.
 
-This learner runs in-process (:class:`VTraceDataPath`): the rollout is collected by the current
-policy, so π = μ up to floating-point differences between acting and learning, ρ = c = 1 and
-V-trace reduces to n-step returns. Rollouts from lagged remote actors go through the same
-:meth:`MTIMPALA.update`; of what they send, the learner uses the behaviour log-probabilities
-and, for episodes cut by a time limit, the value of the real last observation as the actor
-computed it (the learner never sees that observation). The values stored while acting are
-not used: the learner evaluates ``V`` itself.
+In process (:class:`VTraceDataPath` with the in-process collector) the rollout is collected by
+the current policy, so π = μ up to floating-point differences between acting and learning,
+ρ = c = 1 and V-trace reduces to n-step returns. On Ray env runners (``--collector ray``,
+:mod:`mtrl.collect.ray`) the runners are IMPALA's actors: they act with the weights of the
+learner's last publish (``collector.publish_every`` updates apart) and send unrolls with the
+behaviour log-probabilities, the sampled actions, the observation after the unroll and, for
+episodes cut by a time limit, the value of the real last observation as the actor computed it
+(the learner never sees that observation); all go through the same :meth:`MTIMPALA.update`.
+Values computed while acting are not used: the learner evaluates ``V`` itself.
 """
 
 from __future__ import annotations
@@ -396,13 +398,34 @@ def build_mtimpala(
 
 
 class VTraceDataPath(RolloutDataPath):
-    """The in-process data path of :class:`MTIMPALA`: the rollout of ``n_steps`` vector steps of
-    :class:`~mtrl.agents.onpolicy.RolloutDataPath` (behaviour log-probabilities, values of
-    truncated episodes' last observations), handed to the learner as a time-major
-    :class:`~mtrl.data.rollout.Trajectory`; the learner computes its own V-trace targets."""
+    """The data path of :class:`MTIMPALA`: a rollout of ``n_steps`` vector steps handed to the
+    learner as a time-major :class:`~mtrl.data.rollout.Trajectory`; the learner computes its own
+    V-trace targets.
+
+    * In process (:class:`~mtrl.collect.VectorCollector`), the rollout of
+      :class:`~mtrl.agents.onpolicy.RolloutDataPath`: the current policy acts and each step is
+      recorded as it is taken (behaviour log-probabilities, values of truncated episodes' last
+      observations).
+    * From remote actors (``remote_rollouts``: :class:`~mtrl.collect.ray.RayCollector`), the
+      unrolls the runners took with the weights of the last publish (IMPALA's actors): the
+      chunk carries ``log μ(a|s)``, the sampled actions, the truncation values and the
+      observation after the unroll (:attr:`~mtrl.collect.base.Transitions.extras`), written
+      into the storage in one copy (:meth:`~mtrl.data.rollout.RolloutStorage.fill`). V-trace's
+      ρ and c correct for the lag between those weights and the learner's."""
+
+    remote_rollouts = True
 
     def iterate(self, collector: Collector, vec_step: int) -> Iteration:
-        tr = collector.collect(self, self.storage.num_steps)
+        storage = self.storage
+        tr = collector.collect(self, storage.num_steps)
+        if storage.step == 0:  # nothing was observed here: a remote actor's unroll
+            if tr.last_obs is None or "log_prob" not in tr.extras:
+                raise RuntimeError(f"{type(collector).__name__} returned transitions without "
+                                   "the behaviour log-probabilities V-trace needs")
+            storage.fill(obs=tr.obs, last_obs=tr.last_obs, action=tr.extras["sample"],
+                         log_prob=tr.extras["log_prob"], reward=tr.reward,
+                         terminated=tr.terminated, truncated=tr.truncated,
+                         truncation_value=tr.extras["truncation_value"])
         metrics = self.agent.update(self.storage.trajectory())
         self.storage.after_update()
         return Iteration(tr, [metrics])
@@ -450,4 +473,4 @@ def _check_impala(cfg: TrainConfig, num_tasks: int) -> None:
 
 
 register_agent("mtimpala", build_impala, data_path=impala_path, check=_check_impala,
-               on_policy=True, sections=("impala",))
+               on_policy=True, sections=("impala",), remote_rollouts=True)

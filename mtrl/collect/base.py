@@ -157,6 +157,15 @@ class Transitions:
     task_id: np.ndarray
     episodes: Episodes
     policy_version: int = 0
+    last_obs: np.ndarray | None = None
+    """``[N, ...]``: what the policy sees after the chunk (the last step's
+    ``next_policy_obs``): the observation an on-policy learner bootstraps from."""
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per-step arrays ``[n, N, ...]`` a remote actor computed while acting, for learners that
+    cannot watch the steps being taken: ``log_prob`` (``log μ(a|s)`` of the acting policy),
+    ``sample`` (the action as the policy sampled it, before any clipping to the env's bounds)
+    and ``truncation_value`` (``V`` of an episode's real last observation where a time limit
+    cut it, else 0); see :mod:`mtrl.collect.ray`."""
 
     @property
     def num_steps(self) -> int:
@@ -176,6 +185,7 @@ class Transitions:
             task_id=steps[0].task_id,
             episodes=Episodes.from_steps(steps),
             policy_version=policy_version,
+            last_obs=steps[-1].next_policy_obs,
         )
 
     def step(self, t: int) -> Step:

@@ -27,6 +27,15 @@ Deep-RL with Importance Weighted Actor-Learner Architectures", with a synchronou
   included). What crosses process boundaries is the config, state dicts of tensors, actions
   and transitions: no pickled learner object, no second definition of a network. The runner
   builds the agent on first use, so a warm-up costs none.
+* **On-policy unrolls (MT-IMPALA).** An on-policy data path that learns from lagged unrolls
+  (``remote_rollouts``: :class:`~mtrl.agents.impala.VTraceDataPath`) is not stepped through
+  its ``observe``; the runners act with the agent's rollout step (:class:`RolloutActor`, the
+  code the learner's in-process rollout runs) and return, with each chunk,
+  :attr:`~mtrl.collect.base.Transitions.extras` ``log_prob`` (``log μ(a|s)``), ``sample``
+  (the action before clipping) and ``truncation_value`` (``V`` of the real last observation of
+  episodes cut by a time limit), and ``last_obs``, the observation after the unroll (its
+  bootstrap). One chunk is one update in the publish schedule. V-trace's truncated importance
+  weights correct for the lag (Espeholt et al. 2018, Sec. 4.1).
 * **Weights and policy lag.** The learner *publishes* its acting weights through Ray's object
   store (``ray.put`` of CPU state dicts, one object fetched once per publish by every runner)
   with a policy version that increases by one per publish (0: no weights, the warm-up). It
@@ -122,6 +131,48 @@ def one_line(e: BaseException, limit: int = 300) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+class RolloutActor:
+    """A runner's on-policy behaviour for one chunk: acts with the agent's rollout step
+    (``agent.step(obs, task_id) -> (action, value, bonus, log_prob)`` on CPU tensors, the same
+    code as the learner's in-process rollout) and keeps what a learner of lagged rollouts needs
+    and cannot recompute: ``log μ(a|s)``, the sampled action (before clipping to the env's
+    bounds) and, where a time limit cut an episode, ``V`` of its real last observation (the
+    learner never sees that observation). :meth:`extras` returns them ``[n, N]``."""
+
+    def __init__(self, agent: Any) -> None:
+        if not callable(getattr(agent, "step", None)):
+            raise TypeError(f"{type(agent).__name__} has no rollout step(obs, task_id)")
+        self.agent = agent
+        self._log_prob: list[np.ndarray] = []
+        self._sample: list[np.ndarray] = []
+        self._truncation_value: list[np.ndarray] = []
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, task_id: np.ndarray) -> np.ndarray:
+        out = self.agent.step(torch.as_tensor(obs), torch.as_tensor(task_id))
+        action, log_prob = out[0], out[3]
+        if log_prob is None:
+            raise TypeError(f"{type(self.agent).__name__}.step returns no log-probability")
+        self._log_prob.append(log_prob.float().numpy())
+        self._sample.append(action.numpy())
+        return np.asarray(self.agent.to_env(action))
+
+    @torch.no_grad()
+    def observe(self, step: Any) -> None:
+        value = np.zeros(step.reward.shape, dtype=np.float32)
+        cut = step.truncated & ~step.terminated
+        if cut.any():
+            idx = np.flatnonzero(cut)
+            v = self.agent.value(torch.as_tensor(step.next_obs[idx]),
+                                 torch.as_tensor(step.task_id[idx]))
+            value[idx] = v.float().numpy()
+        self._truncation_value.append(value)
+
+    def extras(self) -> dict[str, np.ndarray]:
+        return {"log_prob": np.stack(self._log_prob), "sample": np.stack(self._sample),
+                "truncation_value": np.stack(self._truncation_value)}
+
+
 class EnvRunner:
     """One env runner: a slice of the training envs and a CPU copy of the acting agent. The
     body of a Ray actor (:class:`RayCollector` wraps it with ``ray.remote``); plain Python, so
@@ -181,10 +232,12 @@ class EnvRunner:
         return {"status": "ok"}
 
     def collect(self, n: int, actions: np.ndarray | None, weights: list[Any],
-                version: int) -> dict[str, Any]:
+                version: int, mode: str = "replay") -> dict[str, Any]:
         """``n`` vector steps: with ``actions`` ``[n, envs, ...]`` (the learner's warm-up), or
         acting with the agent at ``version`` (``weights[0]``: the object-store reference of
-        its state dicts, fetched when the version changes)."""
+        its state dicts, fetched when the version changes): its ``act`` (``mode="replay"``), or
+        its rollout step with the extras an on-policy learner needs (``mode="rollout"``,
+        :class:`RolloutActor`)."""
         failed = self._failed()
         if failed is not None:
             return failed
@@ -196,7 +249,12 @@ class EnvRunner:
                 tr = Transitions.from_steps(steps, 0)
             else:
                 self._load_weights(weights, version)
-                tr = self.collector.collect(self._behaviour, n)
+                if mode == "rollout":
+                    actor = RolloutActor(self.agent)
+                    tr = self.collector.collect(actor, n)
+                    tr.extras = actor.extras()
+                else:
+                    tr = self.collector.collect(self._behaviour, n)
                 tr.policy_version = self.version
         except NonFiniteActionError as e:
             return {"status": "nonfinite", "error": one_line(e)}
@@ -450,25 +508,33 @@ class RayCollector:
         if n < 1:
             raise ValueError(f"n={n}: collect at least one vector step")
         actions: np.ndarray | None = None
+        mode = "replay"
+        updates = self._updates_per_collect
         if isinstance(policy, UniformWarmup) and policy.warm:
             actions = np.stack([policy.act(self._warm_obs, self.task_ids) for _ in range(n)])
         else:
-            agent = policy.agent if isinstance(policy, UniformWarmup) else policy
+            if getattr(policy, "remote_rollouts", False):
+                # An on-policy data path: the runners act with its agent's rollout step and
+                # return the extras its learner needs; it makes one update per chunk.
+                agent, mode, updates = policy.agent, "rollout", 1
+            else:
+                agent = policy.agent if isinstance(policy, UniformWarmup) else policy
             if not callable(getattr(agent, "policy_modules", None)):
                 raise TypeError(
-                    f"the Ray collector acts with the uniform warm-up or an agent's own policy "
-                    f"(policy_modules()), not with {type(policy).__name__}")
+                    f"the Ray collector acts with the uniform warm-up, an agent's own policy "
+                    f"(policy_modules()) or an on-policy data path that takes remote rollouts, "
+                    f"not with {type(policy).__name__}")
             if self._weights_ref is None or self._since_publish >= self.publish_every:
                 self.publish(agent)
 
         def call(r: int, h: Any) -> Any:
             ids = self.env_ids[r]
             part = None if actions is None else actions[:, ids[0]:ids[-1] + 1]
-            return h.collect.remote(n, part, [self._weights_ref], self.version)
+            return h.collect.remote(n, part, [self._weights_ref], self.version, mode)
 
         outs = self._call_all(call)
         if actions is None:
-            self._since_publish += self._updates_per_collect
+            self._since_publish += updates
         return self._merge([o["transitions"] for o in outs])
 
     def _merge(self, chunks: list[Transitions]) -> Transitions:
@@ -493,6 +559,10 @@ class RayCollector:
             task_id=np.concatenate([c.task_id for c in chunks]),
             episodes=episodes,
             policy_version=min(int(c.policy_version) for c in chunks),
+            last_obs=(None if any(c.last_obs is None for c in chunks)
+                      else np.concatenate([c.last_obs for c in chunks])),
+            extras={k: np.concatenate([c.extras[k] for c in chunks], axis=1)
+                    for k in chunks[0].extras},
         )
 
     # ------------------------------------------------------------------ calls and faults

@@ -213,6 +213,33 @@ class RolloutStorage:
         idx = torch.as_tensor(np.flatnonzero(mask), device=self.device)
         self.truncation_value[self.step - 1].index_copy_(0, idx, value)
 
+    def fill(self, *, obs: np.ndarray, last_obs: np.ndarray, action: np.ndarray,
+             log_prob: np.ndarray, reward: np.ndarray, terminated: np.ndarray,
+             truncated: np.ndarray, truncation_value: np.ndarray) -> None:
+        """Write a whole rollout that remote actors collected (``[T, N, ...]`` arrays, envs in
+        the storage's order; ``last_obs`` ``[N, ...]``: what the policy saw after the last
+        step): what :meth:`add` would have recorded step by step, in one copy per field. The
+        values of the acting policy are not sent (0 here): learners of remote rollouts
+        evaluate ``V`` themselves (V-trace)."""
+        t, n = self.num_steps, self.num_envs
+        if reward.shape != (t, n):
+            raise ValueError(f"a rollout of shape {reward.shape} does not fit a storage of "
+                             f"{t} steps x {n} envs")
+        dev = self.device
+        self.obs[:t].copy_(torch.as_tensor(obs, device=dev))
+        self.obs[t].copy_(torch.as_tensor(last_obs, device=dev))
+        self.action.copy_(torch.as_tensor(action, device=dev).view_as(self.action))
+        self.log_prob.copy_(torch.as_tensor(log_prob, dtype=torch.float32, device=dev))
+        self.truncation_value.copy_(torch.as_tensor(truncation_value, dtype=torch.float32,
+                                                    device=dev))
+        self.value.zero_()
+        self.bonus.zero_()
+        self._host_np[0] = reward
+        self._host_np[1] = terminated
+        self._host_np[2] = truncated
+        self.step = t
+        self.started = True
+
     @property
     def full(self) -> bool:
         return self.step == self.num_steps

@@ -150,7 +150,8 @@ def threads_per_game(num_threads: int, num_games: int, envs_per_game: int) -> in
 
 
 class MultiGameAtariVectorEnv(gym.vector.VectorEnv):
-    """Several ``AtariVectorEnv`` (one per game, ``envs_per_game`` envs each) as one vector env.
+    """Several ``AtariVectorEnv`` (one per game, ``envs_per_game`` envs each, or one count per
+    game) as one vector env, the envs game by game.
 
     ``autoreset=True``: same-step autoreset (the obs of a finished env is its next episode's
     first frame; the last frame is in ``info["final_obs"]``). ``autoreset=False``: finished envs
@@ -161,7 +162,7 @@ class MultiGameAtariVectorEnv(gym.vector.VectorEnv):
     def __init__(
         self,
         games: list[str],
-        envs_per_game: int,
+        envs_per_game: int | list[int],
         *,
         seed: int | None,
         autoreset: bool = True,
@@ -179,17 +180,19 @@ class MultiGameAtariVectorEnv(gym.vector.VectorEnv):
             raise ValueError("need at least one game")
         if len(set(games)) != len(games):
             raise ValueError(f"games={games} lists a game twice")
-        if envs_per_game < 1:
-            raise ValueError(f"envs_per_game={envs_per_game} must be >= 1")
+        counts = ([int(envs_per_game)] * len(games) if isinstance(envs_per_game, int)
+                  else [int(c) for c in envs_per_game])
+        if len(counts) != len(games) or min(counts) < 1:
+            raise ValueError(f"envs_per_game={envs_per_game} must be >= 1 (one count per game)")
         self.games = list(games)
-        self.envs_per_game = int(envs_per_game)
-        self.num_envs = len(games) * self.envs_per_game
+        self.env_counts = counts
+        self.num_envs = sum(counts)
         self.clip_rewards = bool(clip_rewards)
-        self.threads_per_game = threads_per_game(num_threads, len(games), envs_per_game)
+        self.threads_per_game = threads_per_game(num_threads, len(games), max(counts))
         self.envs = [
             AtariVectorEnv(
                 rom_id(g),
-                self.envs_per_game,
+                count,
                 num_threads=self.threads_per_game,
                 max_num_frames_per_episode=max_episode_frames,
                 repeat_action_probability=repeat_action_probability,
@@ -207,7 +210,7 @@ class MultiGameAtariVectorEnv(gym.vector.VectorEnv):
                 reward_clipping=False,
                 use_fire_reset=False,
             )
-            for g in self.games
+            for g, count in zip(self.games, counts, strict=True)
         ]
         # Games whose full action space is smaller than 18 (Skiing) get the shared actions
         # translated (full_action_map).
@@ -228,8 +231,8 @@ class MultiGameAtariVectorEnv(gym.vector.VectorEnv):
         )
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
 
-        self._slices = [slice(k * self.envs_per_game, (k + 1) * self.envs_per_game)
-                        for k in range(len(self.games))]
+        ends = np.cumsum(counts).tolist()
+        self._slices = [slice(end - c, end) for end, c in zip(ends, counts, strict=True)]
         # Per-episode emulator seeds come from this generator (so a seeded env is reproducible
         # whatever the order of partial resets).
         self.rng = np.random.default_rng(seed)
@@ -261,6 +264,9 @@ class MultiGameAtariVectorEnv(gym.vector.VectorEnv):
             seeds = np.asarray(seed, dtype=np.int64)
             if seeds.shape != (n,):
                 raise ValueError(f"a list of seeds needs one seed per env ({n})")
+            # Later episodes' seeds follow from these (envs of remote runners, each reset
+            # with its own list, draw different streams).
+            self.rng = np.random.default_rng([int(x) % 2**63 for x in seeds])
         else:
             seeds = self.rng.integers(0, 2**31 - 1, size=n)
         # Pending envs (autoreset disabled) already run their next episode: hand out its first
@@ -411,9 +417,14 @@ def make_atari_env(
     frame_stack: int = 4,
     max_episode_frames: int = 108_000,
     num_threads: int = 0,
+    env_tasks: list[int] | None = None,
 ) -> AtariMultiTaskEnv:
     """A multi-task env over ``games`` (mtrl game names, e.g. ``ATARI6``), ``envs_per_game``
     sub-envs each; sub-env ``i`` plays ``games[i // envs_per_game]``.
+
+    ``env_tasks``: build only these envs, given by the global game index of each, in
+    non-decreasing order (one remote env runner's share of the training envs,
+    :mod:`mtrl.collect.ray`); task names and ids stay the whole set's.
 
     ``evaluation=True``: autoreset disabled (finished envs wait for a masked reset), as the
     evaluator expects. ``num_threads``: emulator worker threads in total (0: one per CPU core;
@@ -424,9 +435,22 @@ def make_atari_env(
     if not 0.0 <= repeat_action_probability <= 1.0:
         raise ValueError(f"repeat_action_probability={repeat_action_probability} must be in "
                          "[0, 1]")
+    task_ids = np.repeat(np.arange(len(games)), envs_per_game)
+    played, counts = list(games), [envs_per_game] * len(games)
+    if env_tasks is not None:
+        if evaluation:
+            raise ValueError("a subset of tasks is for training envs only")
+        task_ids = np.asarray(env_tasks, dtype=np.int64)
+        if (task_ids.size == 0 or (np.diff(task_ids) < 0).any() or task_ids.min() < 0
+                or task_ids.max() >= len(games)):
+            raise ValueError(f"env_tasks={env_tasks} must be non-decreasing game indices "
+                             f"of the {len(games)} games")
+        present, sizes = np.unique(task_ids, return_counts=True)
+        played = [games[k] for k in present.tolist()]
+        counts = sizes.tolist()
     inner = MultiGameAtariVectorEnv(
-        games,
-        envs_per_game,
+        played,
+        counts,
         seed=seed,
         autoreset=not evaluation,
         clip_rewards=clip_rewards,
@@ -437,7 +461,6 @@ def make_atari_env(
         max_episode_frames=max_episode_frames,
         num_threads=num_threads,
     )
-    task_ids = np.repeat(np.arange(len(games)), envs_per_game)
     return AtariMultiTaskEnv(
         inner,
         list(games),
@@ -502,18 +525,19 @@ def _check_atari(cfg: Any) -> None:
         )
 
 
-def _build_atari(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False
-                 ) -> AtariMultiTaskEnv:
+def _build_atari(cfg: Any, *, seed: int, evaluation: bool = False, render: bool = False,
+                 tasks: list[int] | None = None) -> AtariMultiTaskEnv:
     # Frames are always available (render_frames shows the agent's view): render is moot.
     return make_atari_env(
         cfg.tasks, 1 if evaluation else cfg.envs_per_task, seed=seed, evaluation=evaluation,
         clip_rewards=cfg.clip_rewards, repeat_action_probability=cfg.sticky_actions,
         noop_max=cfg.noop_max, frame_skip=cfg.frame_skip, frame_stack=cfg.frame_stack,
         max_episode_frames=cfg.max_episode_frames, num_threads=cfg.num_threads,
+        env_tasks=tasks,
     )
 
 
 register_env("atari", _build_atari, task_names=lambda cfg: list(cfg.tasks), check=_check_atari,
              discrete=True, image=True,
              uses=("tasks", "clip_rewards", "sticky_actions", "noop_max", "frame_skip",
-                   "frame_stack", "max_episode_frames", "num_threads"))
+                   "frame_stack", "max_episode_frames", "num_threads"), task_subsets=True)
