@@ -250,9 +250,9 @@ def _mtsac_large(benchmark: str) -> TrainConfig:
     mt50_mtmhsac_paco_params). That is ~1.68M actor and 2 × 1.62M critic parameters on MT10
     (PaCo's actor: ~1.70M), ~7.40M and 2 × 6.78M on MT50; ``mt10-mtsac``'s 400-400 MLPs have
     0.18M each. Their runs clip each network's gradient norm to 1, kept here. Everything else is
-    ``{benchmark}-mtsac`` (the paper trains MT50 with 128 samples per task per batch and a
-    5M-transition buffer; mtrl keeps the base preset's batch and buffer, so that the two presets
-    differ only in the networks and the clipping)."""
+    ``{benchmark}-mtsac`` (the authors' MT50 run, mt50_mtmhsac_paco_params.py, uses 128 samples
+    per task per batch and a 5M-transition buffer; mtrl keeps the base preset's batch and
+    buffer, so that the two presets differ only in the networks and the clipping)."""
     cfg = _arch(benchmark, f"{benchmark}-mtsac-large", "multihead")
     width = {"mt10": 885, "mt50": 1805}[benchmark]
     cfg.agent.actor_hidden = [width] * 3
@@ -511,11 +511,13 @@ def _toy_impala() -> TrainConfig:
 def _atari_impala(name: str, games: list[str], envs_per_task: int) -> TrainConfig:
     """MT-IMPALA with PopArt on several Atari games: PopArt-IMPALA (Hessel et al. 2019) with
     the learner settings of IMPALA's Atari experiments (Espeholt et al. 2018, Table G.1):
-    unroll length 20, γ 0.99, baseline loss scaling 0.5, entropy 0.01, RMSProp lr 6e-4, decay
-    0.99, momentum 0, ε 0.01, global gradient-norm clip 40, ρ̄ = c̄ = 1 (λ = 1), the full
-    18-action set shared by all games; PopArt β 3e-4 per game, rewards unclipped. Env and
-    evaluation as ``atari6-a2c-popart`` (ALE v5: sticky actions 0.25, up to 30 no-ops, frame
-    skip 4 with max-pooling, 84×84 grayscale, 4-frame stacks, 108k-frame episodes).
+    unroll length 20, γ 0.99, baseline loss scaling 0.5, entropy 0.01, RMSProp lr 6e-4,
+    momentum 0, ε 0.01, global gradient-norm clip 40; RMSProp decay 0.99 (not in Table G.1:
+    the default of the reference code, deepmind/scalable_agent experiment.py); ρ̄ = c̄ = 1
+    (λ = 1) as in the paper's Sec. 5.2.2; the full 18-action set shared by all games, as the
+    paper's multi-task Atari agent (Appendix G); PopArt β 3e-4 per game, rewards unclipped.
+    Env and evaluation as ``atari6-a2c-popart`` (ALE v5: sticky actions 0.25, up to 30 no-ops,
+    frame skip 4 with max-pooling, 84×84 grayscale, 4-frame stacks, 108k-frame episodes).
 
     The paper sums its loss over batch (32) and time (20); mtrl averages per task, so its
     gradients are 1/640 of the paper's. RMSProp is invariant to that scale except for ε, which

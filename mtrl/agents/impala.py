@@ -35,12 +35,14 @@ unroll belongs to a new episode.
 Multi-task: the network is conditioned on the task id (:class:`~mtrl.modules.actor_critic.
 ActorCritic`), the rows of an update are task-stratified and the loss is a vector of per-task
 means that a gradient combiner turns into one update (as MT-A2C). The paper sums its losses
-over batch and time; mtrl averages, which rescales the gradient by 1/(batch × unroll) — the
-ε of RMSProp and the gradient-clipping threshold are converted accordingly in the presets.
+over batch and time (the note under its Table D.1); mtrl averages, which rescales the gradient
+by 1/(batch × unroll) — the ε of RMSProp and the gradient-clipping threshold are converted
+accordingly in the presets.
 
-**PopArt** (Hessel et al. 2019, "Multi-task Deep Reinforcement Learning with PopArt", Sec. 3,
-the scale-invariant updates of the multi-task IMPALA agent): the value head has one normalized
-output ``n_k`` per task, ``V_k = σ_k n_k + μ_k``. Each update, in this order:
+**PopArt** (Hessel et al. 2019, "Multi-task Deep Reinforcement Learning with PopArt": the
+scale-invariant updates of its multi-task IMPALA agent; the paper's sections are unnumbered,
+AAAI style): the value head has one normalized output ``n_k`` per task,
+``V_k = σ_k n_k + μ_k``. Each update, in this order:
 
 1. V-trace targets ``v_s`` and advantages in reward units, from ``V = σ n + μ``;
 2. task ``k``'s statistics take its V-trace targets, ``(μ_k, σ_k) → (μ'_k, σ'_k)``, and the head

@@ -21,7 +21,7 @@ Reinforcement Learning", its residual feedforward block and post-layer normaliza
 
 * linear embedding ``h_0 = W_in x + b_in`` (no activation);
 * residual feed-forward block ``i`` (pre-norm, inverted bottleneck of ``expansion`` × width,
-  4 in the paper): ``h_i = h_{i−1} + W_2 ReLU(W_1 LN(h_{i−1}) + b_1) + b_2``;
+  4 in SimBa's code): ``h_i = h_{i−1} + W_2 ReLU(W_1 LN(h_{i−1}) + b_1) + b_2``;
 * post-LayerNorm and output: ``y = W_out LN(h_N) + b_out``.
 
 The embedding and the output layer are initialized orthogonal (gain 1), the block layers
