@@ -476,7 +476,12 @@ class CollectorConfig(_Strict):
     name: str = "vector"
     """vector: in this process; ray: in remote env-runner actors on a Ray cluster
     (:mod:`mtrl.collect.ray`; ``pip install 'mtrl[ray]'``; the replay agents mtsac and
-    distral-sac, and mtimpala, whose V-trace corrects for the runners' policy lag)."""
+    distral-sac, and mtimpala, whose V-trace corrects for the runners' policy lag);
+    pipelined: in worker processes on this machine that step while the learner updates
+    (:mod:`mtrl.collect.pipelined`; one update of policy lag; the off-policy agents)."""
+    workers: int = 1
+    """pipelined: env worker processes; the training envs are split over them in env order
+    (Meta-World: up to one per task; more than the machine's cores minus one rarely helps)."""
     runners: int = 2
     """ray: env-runner actors; the training envs are split over them in env order."""
     publish_every: int = 1
@@ -987,7 +992,7 @@ def validate(cfg: TrainConfig, *, memory: bool = True) -> None:
         )
 
 
-COLLECTORS = ("vector", "ray")
+COLLECTORS = ("vector", "ray", "pipelined")
 
 
 def _validate_collector(cfg: TrainConfig, agent: Any, num_envs: int, *, memory: bool) -> None:
@@ -1002,13 +1007,20 @@ def _validate_collector(cfg: TrainConfig, agent: Any, num_envs: int, *, memory: 
     c = cfg.collector
     if c.name not in COLLECTORS:
         raise ConfigError(choice_message("collector.name", c.name, COLLECTORS))
-    if c.name == "vector":
-        defaults = CollectorConfig()
+    defaults = CollectorConfig()
+    if c.name != "pipelined" and c.workers != defaults.workers:
+        raise ConfigError(f"collector.workers={c.workers!r} is only used with collector.name="
+                          f"'pipelined'; leave it at {defaults.workers!r} for collector.name="
+                          f"{c.name!r}")
+    if c.name != "ray":
         for f in ("runners", "publish_every", "address", "max_restarts"):
             if getattr(c, f) != getattr(defaults, f):
                 raise ConfigError(f"collector.{f}={getattr(c, f)!r} is only used with "
                                   f"collector.name='ray'; leave it at {getattr(defaults, f)!r} "
-                                  "for collector.name='vector'")
+                                  f"for collector.name={c.name!r}")
+    if c.name == "pipelined":
+        _validate_pipelined(cfg, agent, num_envs)
+    if c.name != "ray":
         return
     if not (_uses_replay_buffer(agent) or agent.get("remote_rollouts")):
         why = ("an on-policy agent: its data path feeds each step to the learner's rollout as "
@@ -1040,6 +1052,30 @@ def _validate_collector(cfg: TrainConfig, agent: Any, num_envs: int, *, memory: 
         if importlib.util.find_spec("ray") is None:
             raise ConfigError("collector.name='ray' needs the ray package: "
                               "pip install 'mtrl[ray]'")
+
+
+def _validate_pipelined(cfg: TrainConfig, agent: Any, num_envs: int) -> None:
+    """``collector.name=pipelined``: not for on-policy agents (the collector acts one update
+    ahead, their rollout must come from the policy being updated), and workers that each get
+    at least one env (several workers: envs that build task subsets)."""
+    from mtrl.registry import AGENTS, ENVS
+
+    c = cfg.collector
+    if agent.get("on_policy"):
+        ok = [e.name for e in AGENTS if not e.get("on_policy")]
+        raise ConfigError(f"collector.name='pipelined' does not support agent.name="
+                          f"{cfg.agent.name!r} (an on-policy agent: its rollout must be acted "
+                          "by the policy being updated, the pipelined collector acts one update "
+                          f"ahead); use collector.name='vector', or one of: {', '.join(ok)}")
+    if c.workers < 1:
+        raise ConfigError(f"collector.workers={c.workers!r} must be >= 1")
+    if c.workers > num_envs:
+        raise ConfigError(f"collector.workers={c.workers} is more than the {num_envs} training "
+                          "env(s); every worker needs at least one env")
+    if c.workers > 1 and not ENVS.get(cfg.env.name, "env.name").get("task_subsets"):
+        raise ConfigError(f"env.name={cfg.env.name!r} cannot be split over collector.workers="
+                          f"{c.workers} (its builder takes no task subset); use "
+                          "collector.workers=1")
 
 
 def _validate_arch(ar: ArchConfig) -> None:

@@ -174,14 +174,19 @@ class Trainer:
         self.eval_env: MultiTaskVectorEnv | None = None
         if collector is None:
             t0 = time.perf_counter()
-            remote = (f" in {cfg.collector.runners} Ray env runner(s)"
-                      if cfg.collector.name == "ray" else "")
+            remote = {"ray": f" in {cfg.collector.runners} Ray env runner(s)",
+                      "pipelined": f" in {cfg.collector.workers} env worker process(es)",
+                      }.get(cfg.collector.name, "")
             _say(f"building the training envs: {cfg.env.name}, {len(self.task_names)} "
                  f"task(s) x {cfg.env.envs_per_task} env(s){remote}...")
             if cfg.collector.name == "ray":  # remote env runners (the only import of ray)
                 from mtrl.collect.ray import RayCollector
 
                 collector = RayCollector(cfg)
+            elif cfg.collector.name == "pipelined":  # env workers that overlap the update
+                from mtrl.collect.pipelined import PipelinedCollector
+
+                collector = PipelinedCollector(cfg)
             else:
                 collector = VectorCollector(make_env(cfg.env, seed=cfg.seed))
             _say(f"  built in {format_duration(time.perf_counter() - t0)}")
