@@ -194,6 +194,9 @@ def _run_sb3(job: Job) -> Curve:
         r = evaluate(Adapter(), eval_env, job.eval_episodes,
                      seed=derive_seed(job.seed, "eval"))
         curve[step] = (r.success_mean, r.return_mean, {t: r.success[t] for t in r.task_names})
+        # The SB3 side logs nothing else: show that a long run is progressing.
+        print(f"sb3 {job.task} seed {job.seed}: step {step:,} success {r.success_mean:.2f}",
+              flush=True)
 
     class Callback(BaseCallback):
         def _on_step(self) -> bool:
