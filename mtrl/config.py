@@ -232,6 +232,12 @@ class SACConfig(_Strict):
     reward_normalization: bool = False
     """critic_loss=categorical: divide each task's rewards so that its returns fit the support
     (BRC's per-task return-bound scaling)."""
+    fused_critics: str = "auto"
+    """auto | on | off: the critics (and target critics) as one stacked ensemble applied with
+    batched matmuls instead of separate networks; same numerics. Only for plain MLP critics
+    (agent.critic_arch=mlp, one-hot task input, no PopArt). auto: fused on CUDA (fewer kernel
+    launches), separate on CPU (fused is no faster there at MT10 sizes with one thread,
+    benchmarks/train_throughput.py)."""
 
 
 @dataclass
@@ -411,6 +417,14 @@ class AgentConfig(_Strict):
     torso: str = "auto"
     """On-policy agents and distillation: auto (Nature CNN for image observations, none
     otherwise) | nature-cnn | none."""
+    compile: str = "off"
+    """off | default | graphs: run the update eagerly, compiled with torch.compile (losses,
+    optimizer steps, target update; LeanRL's approach), or on CUDA compiled and captured as
+    CUDA graphs (mode reduce-overhead, capturable Adam); graphs on a CPU device compiles only
+    and says so in the run log and metadata.json. mtsac, distral-sac, mta2c, distral-a2c,
+    mtppo. Off by default: on CPU the compiled update is not faster (benchmarks/
+    train_throughput.py); parts that cannot be compiled run eagerly, with the reason in
+    metadata.json (mtrl/agents/compiling.py)."""
     sac: SACConfig = field(default_factory=SACConfig)
     a2c: A2CConfig = field(default_factory=A2CConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -458,6 +472,10 @@ class LogConfig(_Strict):
 
 
 WANDB_MODES = ("online", "offline", "disabled")
+#: agent.compile: eager, torch.compile, or torch.compile with CUDA graphs (agents/compiling.py).
+COMPILE_MODES = ("off", "default", "graphs")
+#: agent.sac.fused_critics.
+FUSED_CRITICS = ("auto", "on", "off")
 #: agent.combiner.paco_reset: the w-reset methods of the paco-maskout combiner (none: mask only).
 PACO_RESETS = ("interpolate", "copy", "none")
 
@@ -940,6 +958,12 @@ def validate(cfg: TrainConfig, *, memory: bool = True) -> None:
     check_positive("agent.combiner.paco_loss_threshold", c.paco_loss_threshold)
     if c.paco_reset not in PACO_RESETS:
         raise ConfigError(choice_message("agent.combiner.paco_reset", c.paco_reset, PACO_RESETS))
+    if a.compile not in COMPILE_MODES:
+        raise ConfigError(choice_message("agent.compile", a.compile, COMPILE_MODES))
+    if a.compile != "off" and not agent.get("compiles"):
+        compiled = ", ".join(e.name for e in AGENTS if e.get("compiles"))
+        raise ConfigError(f"agent.compile={a.compile!r}: agent.name={a.name!r} has no compiled "
+                          f"update (agents with one: {compiled}); allowed here: off")
     if agent.get("continuous_only") and env_info(cfg.env)["discrete"]:
         from mtrl.registry import ENVS
 

@@ -189,7 +189,7 @@ def register_agent(name: str, build: Callable[..., Any] | None = None, *,
                    on_policy: bool = False, continuous_only: bool = False,
                    preflight: Callable[..., dict[str, str]] | None = None,
                    sections: tuple[str, ...] = (), remote_rollouts: bool = False,
-                   replace: bool = False) -> Any:
+                   compiles: bool = False, replace: bool = False) -> Any:
     """An agent: ``build(agent_cfg, *, obs_space, action_space, num_tasks, device)``,
     ``data_path(agent, train_cfg, env_spec, device)`` (:class:`~mtrl.agents.base.DataPath`),
     ``check(train_cfg, num_tasks)``, whether it is ``on_policy`` (acts with its own policy
@@ -197,8 +197,10 @@ def register_agent(name: str, build: Callable[..., Any] | None = None, *,
     task_names)``, the checks of files it reads, run before any env is built. ``sections``:
     the algorithm sections of the agent config it reads (``sac``, ``a2c``, …).
     ``remote_rollouts``: an on-policy agent whose data path learns from unrolls that remote
-    actors took with lagged weights (IMPALA), so it can run on Ray env runners."""
+    actors took with lagged weights (IMPALA), so it can run on Ray env runners.
+    ``compiles``: its builder honours ``agent.compile`` (compiled / graph-captured updates,
+    :mod:`mtrl.agents.compiling`); other agents accept only ``agent.compile=off``."""
     return AGENTS.register(name, build, check=check, data_path=data_path, on_policy=on_policy,
                            continuous_only=continuous_only, preflight=preflight,
                            sections=tuple(sections), remote_rollouts=remote_rollouts,
-                           replace=replace)
+                           compiles=compiles, replace=replace)

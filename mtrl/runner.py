@@ -395,6 +395,11 @@ class Trainer:
             f"env(s)), env step {self.env_steps:,} of {total:,}, device {self.device}; "
             f"evaluation every {cfg.eval.every:,} steps, checkpoint every "
             f"{cfg.checkpoint.every:,}; run directory {self.run_dir}")
+        compiled = self._compile_info()
+        if compiled is not None:
+            notes = "".join(f"; {n}" for n in compiled["notes"])
+            self.text.line(f"agent.compile={compiled['requested']}: the update runs "
+                           f"{compiled['mode']}{notes}")
 
         if (cfg.eval.at_start and cfg.eval.every > 0 and self.env_steps == 0
                 and self.eval_env is not None and not self.resume):
@@ -709,7 +714,17 @@ class Trainer:
             # What mtrl.load needs to rebuild the policy without building an env.
             meta["spaces"] = {"observation": space_to_json(self.spec.obs_space),
                               "action": space_to_json(self.spec.action_space)}
+        compiled = self._compile_info()
+        if compiled is not None:  # agent.compile as it runs, and what runs eagerly
+            meta["compile"] = compiled
         write_json(meta_path, meta)
+
+    def _compile_info(self) -> dict[str, Any] | None:
+        """The agent's ``compile_info`` when ``agent.compile`` is not off (None otherwise)."""
+        info = getattr(self.agent, "compile_info", None)
+        if not isinstance(info, dict) or info.get("requested", "off") == "off":
+            return None
+        return info
 
     def close(self, *, failed: bool = False) -> None:
         """Close the envs and release the run directory (``failed``: construction failed, so

@@ -50,6 +50,12 @@ import torch
 from torch import nn
 
 from mtrl.agents.base import PolicyOutput, TaskIds, env_actions
+from mtrl.agents.compiling import (
+    UpdateCompiler,
+    compile_blocker,
+    note_blockers,
+    resolve_compile_mode,
+)
 from mtrl.agents.distral import (
     DistilledPolicy,
     Distral,
@@ -93,6 +99,7 @@ class MTA2C:
         *,
         combiner: Combiner | None = None,
         distral: Distral | None = None,
+        compile_mode: str = "off",
     ) -> None:
         self.net = net
         self.optim = optim
@@ -111,6 +118,8 @@ class MTA2C:
         self._last_kl: torch.Tensor | None = None
         self._routers = list(routed_nets(net))
         self._task_ids = TaskIds(self.device)
+        self._compiler = UpdateCompiler(compile_mode, self.device)
+        note_blockers(self._compiler, [(self.combiner, self._routers, "actor-critic")])
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -247,7 +256,18 @@ class MTA2C:
     def losses(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """Per-sample and per-task loss terms of one update (runs the PopArt statistics step
         when PopArt is on; no parameter update otherwise)."""
-        target, adv, sigma = self._targets_and_scale(batch)
+        return self._loss_terms(batch, *self._targets_phase(batch))
+
+    @torch.no_grad()
+    def _targets_phase(self, batch: RolloutBatch
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`_targets_and_scale` without gradient: a phase of its own in compiled updates,
+        since PopArt rescales the value head in place, which must not happen inside the graph
+        that differentiates it."""
+        return self._targets_and_scale(batch)
+
+    def _loss_terms(self, batch: RolloutBatch, target: torch.Tensor, adv: torch.Tensor,
+                    sigma: torch.Tensor | None) -> dict[str, torch.Tensor]:
         policy_out, value_out = self.net(batch.obs, batch.task_id, batch.per_task)
         pi0_out = None
         if self.distral is not None:
@@ -278,10 +298,16 @@ class MTA2C:
         return out
 
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
-        """One gradient step from a finished rollout."""
+        """One gradient step from a finished rollout. With ``compile`` set, the loss and the
+        optimizer step run compiled (:mod:`mtrl.agents.compiling`); the combiner's backward
+        pass runs eagerly."""
         if batch.num_tasks != self.num_tasks:
             raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
-        out = self.losses(batch)
+        c = self._compiler
+        c.step_begin()
+        targets = c.run("targets", self._targets_phase, batch)
+        out = c.run("loss", self._loss_terms, batch, *targets,
+                    eager=compile_blocker(self.combiner, self._routers, "actor-critic"))
         self.optim.zero_grad(set_to_none=True)
         self.combiner.backward(out["per_task"], self._params)
         if self._routers:
@@ -290,6 +316,19 @@ class MTA2C:
             total = torch.stack([r.router_loss(per_sample) for r in self._routers]).sum()
             if total.requires_grad:
                 total.backward()
+        metrics = c.own(c.run("step", self._step, out, batch))
+        if self.distral is not None:
+            self._last_kl = out["kl"].detach().view(batch.num_tasks, batch.per_task).mean(1)
+        return metrics
+
+    @property
+    def compile_info(self) -> dict[str, Any]:
+        """``agent.compile`` as it runs (:mod:`mtrl.agents.compiling`)."""
+        return self._compiler.info()
+
+    def _step(self, out: dict[str, torch.Tensor], batch: RolloutBatch
+              ) -> dict[str, torch.Tensor]:
+        """Gradient clipping, the optimizer step and the metrics of one update."""
         grad_norm = None
         if self.hp.grad_clip is not None:
             if self.distral is None:
@@ -313,9 +352,7 @@ class MTA2C:
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
         if self.distral is not None:
-            kl = out["kl"].detach()
-            metrics["distral_kl"] = kl.mean()
-            self._last_kl = kl.view(batch.num_tasks, batch.per_task).mean(1)
+            metrics["distral_kl"] = out["kl"].detach().mean()
         return metrics
 
     def task_metrics(self) -> dict[str, torch.Tensor]:
@@ -458,6 +495,7 @@ def build_mta2c(
     distral: DistralHyperparams | None = None,
     pi0_hidden: list[int] | None = None,
     pi0_task_input: bool = False,
+    compile_mode: str = "off",
     device: torch.device | str = "cpu",
 ) -> MTA2C:
     """Network, PopArt statistics and optimizer of an MT-A2C agent. RMSprop defaults follow
@@ -468,7 +506,9 @@ def build_mta2c(
     of the statistics update (:func:`rollout_targets`).
 
     ``distral``: also build Distral's π0 (hidden sizes ``pi0_hidden``, default
-    ``actor_hidden``), trained by the same optimizer."""
+    ``actor_hidden``), trained by the same optimizer. ``compile_mode``: ``agent.compile``
+    (:mod:`mtrl.agents.compiling`; with ``graphs`` on CUDA the optimizer is built
+    ``capturable`` where it supports it)."""
     from mtrl.modules.popart import PopArtStatistics
 
     stats = PopArtStatistics(num_tasks, beta=popart_beta) if popart else None
@@ -487,18 +527,23 @@ def build_mta2c(
         ).to(device)
         part = Distral(pi0, distral)
         params += list(pi0.parameters())
-    opt = make_optimizer(optimizer, params, lr=lr, eps=optim_eps, rmsprop_alpha=rmsprop_alpha)
-    return MTA2C(net, opt, hparams or A2CHyperparams(), combiner=combiner, distral=part)
+    opt = make_optimizer(optimizer, params, lr=lr, eps=optim_eps, rmsprop_alpha=rmsprop_alpha,
+                         capturable=resolve_compile_mode(compile_mode, device)[0] == "graphs")
+    return MTA2C(net, opt, hparams or A2CHyperparams(), combiner=combiner, distral=part,
+                 compile_mode=compile_mode)
 
 
 def make_optimizer(name: str, params: Sequence[torch.Tensor], *, lr: float, eps: float,
-                   rmsprop_alpha: float) -> torch.optim.Optimizer:
+                   rmsprop_alpha: float, capturable: bool = False) -> torch.optim.Optimizer:
     """The single optimizer of an on-policy actor-critic: ``rmsprop`` (PyTorch's),
-    ``rmsprop-tf`` (:class:`RMSpropTF`, mean square starting at 1) or ``adam``."""
+    ``rmsprop-tf`` (:class:`RMSpropTF`, mean square starting at 1) or ``adam``.
+    ``capturable``: step counts on the device, for CUDA graph capture (``rmsprop-tf`` keeps its
+    pre-initialized host step count and is compiled without capture)."""
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=rmsprop_alpha, eps=eps)
+        return torch.optim.RMSprop(params, lr=lr, alpha=rmsprop_alpha, eps=eps,
+                                   capturable=capturable)
     if name == "rmsprop-tf":
         return RMSpropTF(params, lr=lr, alpha=rmsprop_alpha, eps=eps)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, eps=eps)
+        return torch.optim.Adam(params, lr=lr, eps=eps, capturable=capturable)
     raise ValueError(f"unknown optimizer {name!r}; allowed: rmsprop, rmsprop-tf, adam")

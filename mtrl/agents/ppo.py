@@ -36,6 +36,7 @@ number from the device per epoch).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,12 @@ from torch import nn
 
 from mtrl.agents.a2c import rollout_targets
 from mtrl.agents.base import ActorCriticAgentParts, PolicyOutput, TaskIds, env_actions
+from mtrl.agents.compiling import (
+    UpdateCompiler,
+    compile_blocker,
+    note_blockers,
+    resolve_compile_mode,
+)
 from mtrl.data.rollout import RolloutBatch
 from mtrl.modules.actor_critic import ActorCritic
 from mtrl.modules.cnn import NatureCNN
@@ -72,7 +79,7 @@ class MTPPO(ActorCriticAgentParts):
     policy_squashed = False
 
     def __init__(self, net: ActorCritic, optim: torch.optim.Optimizer, hparams: PPOHyperparams,
-                 *, combiner: Combiner | None = None) -> None:
+                 *, combiner: Combiner | None = None, compile_mode: str = "off") -> None:
         if hparams.epochs < 1 or hparams.minibatches < 1:
             raise ValueError("epochs and minibatches must be >= 1")
         self.net = net
@@ -86,6 +93,8 @@ class MTPPO(ActorCriticAgentParts):
         self._params: list[torch.Tensor] = list(net.parameters())
         self._routers = list(routed_nets(net))
         self._task_ids = TaskIds(self.device)
+        self._compiler = UpdateCompiler(compile_mode, self.device)
+        note_blockers(self._compiler, [(self.combiner, self._routers, "actor-critic")])
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -192,14 +201,18 @@ class MTPPO(ActorCriticAgentParts):
         }
 
     def update(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
-        """``epochs`` passes of ``minibatches`` gradient steps over one finished rollout."""
+        """``epochs`` passes of ``minibatches`` gradient steps over one finished rollout. With
+        ``compile`` set, the targets, each minibatch's loss and each optimizer step run
+        compiled (:mod:`mtrl.agents.compiling`); the combiner's backward passes run eagerly."""
         hp = self.hp
         if batch.num_tasks != self.num_tasks:
             raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
         if batch.per_task < hp.minibatches:
             raise ValueError(f"{batch.per_task} rollout rows per task cannot make "
                              f"{hp.minibatches} minibatches")
-        target, adv, sigma = rollout_targets(self.net, batch)
+        c = self._compiler
+        c.step_begin()
+        target, adv, sigma = c.run("targets", _targets_phase, self.net, batch)
         # The acting values in the units of the value output (normalized with PopArt).
         old_value = batch.value if sigma is None else self.net.popart.normalize_ids(  # type: ignore[union-attr]
             batch.value, batch.task_id)
@@ -210,7 +223,9 @@ class MTPPO(ActorCriticAgentParts):
             epochs += 1
             kls = []
             for idx in self.minibatch_indices(batch):
-                out = self.losses(batch, target, adv, old_value, idx)
+                out = c.run("loss", self.losses, batch, target, adv, old_value, idx,
+                            eager=compile_blocker(self.combiner, self._routers,
+                                                  "actor-critic"))
                 self.optim.zero_grad(set_to_none=True)
                 self.combiner.backward(out["per_task"], self._params)
                 if self._routers:
@@ -218,10 +233,9 @@ class MTPPO(ActorCriticAgentParts):
                     total = torch.stack([r.router_loss(per_sample) for r in self._routers]).sum()
                     if total.requires_grad:
                         total.backward()
-                if hp.grad_clip is not None:
-                    gn = nn.utils.clip_grad_norm_(self._params, hp.grad_clip).detach()
+                gn = c.run("step", self._step)
+                if gn is not None:
                     sums["grad_norm"] = sums.get("grad_norm", 0.0) + gn
-                self.optim.step()
                 steps += 1
                 kls.append(out["approx_kl"])
                 for key in ("policy", "value", "entropy"):
@@ -237,8 +251,30 @@ class MTPPO(ActorCriticAgentParts):
         metrics["value_mean"] = v.mean()
         metrics["return_mean"] = g.mean()
         metrics["epochs"] = torch.tensor(float(epochs), device=g.device)
-        return metrics
+        return c.own(metrics)
 
+    def _step(self) -> torch.Tensor | None:
+        """Gradient clipping (with ``grad_clip``) and the optimizer step; the norm or None."""
+        gn = None
+        if self.hp.grad_clip is not None:
+            gn = nn.utils.clip_grad_norm_(self._params, self.hp.grad_clip).detach()
+        self.optim.step()
+        return gn
+
+    @property
+    def compile_info(self) -> dict[str, Any]:
+        """``agent.compile`` as it runs (:mod:`mtrl.agents.compiling`)."""
+        return self._compiler.info()
+
+
+
+@torch.no_grad()
+def _targets_phase(net: ActorCritic, batch: RolloutBatch
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`~mtrl.agents.a2c.rollout_targets` without gradient: a phase of its own in compiled
+    updates, since PopArt rescales the value head in place, which must not happen inside the
+    graph that differentiates it."""
+    return rollout_targets(net, batch)
 
 
 def build_mtppo(
@@ -259,10 +295,13 @@ def build_mtppo(
     optim_eps: float = 1e-5,
     hparams: PPOHyperparams | None = None,
     combiner: Combiner | None = None,
+    compile_mode: str = "off",
     device: torch.device | str = "cpu",
 ) -> MTPPO:
     """Network (:class:`ActorCritic`), PopArt statistics and Adam optimizer of an MT-PPO agent
-    (Adam with ε = 1e-5, as the PPO implementations of OpenAI baselines and SB3)."""
+    (Adam with ε = 1e-5, as the PPO implementations of OpenAI baselines and SB3).
+    ``compile_mode``: ``agent.compile`` (:mod:`mtrl.agents.compiling`; with ``graphs`` on CUDA
+    Adam is built ``capturable``)."""
     from mtrl.modules.popart import PopArtStatistics
 
     stats = PopArtStatistics(num_tasks, beta=popart_beta) if popart else None
@@ -271,5 +310,7 @@ def build_mtppo(
         actor_hidden=actor_hidden, critic_hidden=critic_hidden, actor_arch=actor_arch,
         critic_arch=critic_arch, arch_cfg=arch_cfg, torso=torso, popart=stats,
     ).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, eps=optim_eps)
-    return MTPPO(net, opt, hparams or PPOHyperparams(), combiner=combiner)
+    capturable = resolve_compile_mode(compile_mode, device)[0] == "graphs"
+    opt = torch.optim.Adam(net.parameters(), lr=lr, eps=optim_eps, capturable=capturable)
+    return MTPPO(net, opt, hparams or PPOHyperparams(), combiner=combiner,
+                 compile_mode=compile_mode)

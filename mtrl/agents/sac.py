@@ -74,6 +74,7 @@ own task's samples.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,12 @@ import torch
 from torch import nn
 
 from mtrl.agents.base import PolicyOutput, TaskIds
+from mtrl.agents.compiling import (
+    UpdateCompiler,
+    compile_blocker,
+    note_blockers,
+    resolve_compile_mode,
+)
 from mtrl.agents.distral import DistilledPolicy, Distral, DistralHyperparams, Pi0Actor
 from mtrl.agents.reward_scaling import ReturnScaler
 from mtrl.data.replay import Batch
@@ -90,6 +97,9 @@ from mtrl.modules.policies import (
     TanhGaussianActor,
     TwinQCritic,
     categorical_projection,
+    critic_param_names,
+    critic_state_to_fused,
+    critic_state_to_separate,
     tanh_gaussian_log_prob,
 )
 from mtrl.modules.popart import PopArtStatistics, TaskValueHead, preserve_outputs_
@@ -115,7 +125,9 @@ CRITIC_REDUCTIONS = ("min", "mean")
 class MTSAC:
     """Multi-task SAC. Receives built modules and optimizers; see the module docstring for the
     equations. ``update`` returns detached 0-dim tensors (no host sync); call ``float()`` on them
-    when logging."""
+    when logging. ``compile_mode`` (``agent.compile``): its phases compiled with torch.compile,
+    or captured as CUDA graphs, as LeanRL compiles its SAC update
+    (:mod:`mtrl.agents.compiling`)."""
 
     def __init__(
         self,
@@ -133,6 +145,7 @@ class MTSAC:
         distral: Distral | None = None,
         tune_entropy: bool = True,
         reward_scaler: ReturnScaler | None = None,
+        compile_mode: str = "off",
     ) -> None:
         if hparams.critic_reduce not in CRITIC_REDUCTIONS:
             raise ValueError(f"critic_reduce={hparams.critic_reduce!r}; allowed: "
@@ -175,6 +188,17 @@ class MTSAC:
         self._actor_routers = list(routed_nets(actor))
         if self._critic_routers and len(self._critic_routers) != critic.num_critics:
             raise ValueError("routed critics need exactly one routing network per member")
+        self._pi0_params: list[torch.Tensor] = (
+            [] if distral is None else list(distral.pi0.parameters()))
+        self._compiler = UpdateCompiler(compile_mode, self.device)
+        note_blockers(self._compiler, [(self.critic_combiner, self._critic_routers, "critic"),
+                                       (self.actor_combiner, self._actor_routers, "actor")])
+
+    @property
+    def compile_info(self) -> dict[str, Any]:
+        """``agent.compile`` as it runs: requested and effective mode, and the notes on what
+        runs eagerly (:mod:`mtrl.agents.compiling`)."""
+        return self._compiler.info()
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -232,7 +256,8 @@ class MTSAC:
         return ent + hp.kl_coef
 
     # ------------------------------------------------------------------ learning
-    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, noise: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
         """The critic half of :meth:`update` without its parameter step: the soft target
         ``target`` (reward units; categorical: the expectation of the projected target
         distribution ``m``, returned as ``target_probs``), the critics' values ``q``
@@ -241,50 +266,143 @@ class MTSAC:
         losses ``critic`` ``[T]``. With PopArt this runs the statistics step (the targets are
         normalized with the statistics they produce), as ``update`` does; ``alpha`` is the
         per-sample entropy weight of this step. With a reward scaler, "reward units" are the
-        scaled rewards."""
+        scaled rewards. ``noise``: the reparameterization noise of the next actions (drawn here
+        if None)."""
         if batch.num_tasks != self.num_tasks:
             raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
+        return self._critic_losses(batch, self._critic_targets(batch, noise))
+
+    @torch.no_grad()
+    def _critic_targets(self, batch: Batch, noise: torch.Tensor | None
+                        ) -> dict[str, torch.Tensor]:
+        """The no-gradient half of :meth:`losses`: the entropy weights ``alpha``, the soft
+        targets (categorical: ``target_probs``) and, with PopArt, the statistics step and the
+        normalized targets ``target_norm``. A phase of its own in compiled updates: PopArt
+        rescales the heads in place, which must not happen inside the graph that
+        differentiates them."""
         # The same α (Distral: τ) for critic and actor this step.
         alpha_b = self._entropy_coef().repeat_interleave(batch.per_task)
         if self.critic.categorical:
-            return self._categorical_losses(batch, alpha_b)
-        y = self._target(batch, alpha_b)
+            return {"alpha": alpha_b, "target_probs": self._target_probs(batch, alpha_b, noise)}
+        y = self._target(batch, alpha_b, noise)
+        out = {"alpha": alpha_b, "target": y}
+        if self.critic.popart is not None:
+            out["target_norm"] = self._popart_step(y, batch)
+        return out
+
+    def _critic_losses(self, batch: Batch, targets: dict[str, torch.Tensor]
+                       ) -> dict[str, torch.Tensor]:
+        """The differentiated half of :meth:`losses`, from :meth:`_critic_targets`."""
+        alpha_b = targets["alpha"]
+        if self.critic.categorical:
+            return self._categorical_losses(batch, alpha_b, targets["target_probs"])
+        y = targets["target"]
         popart = self.critic.popart
         if popart is None:
             q = self._clip(self.critic(batch.obs, batch.action, batch.task_id, batch.per_task))
             member_losses = 0.5 * (q - y).pow(2)
         else:
-            y_norm = self._popart_step(y, batch)
             q_norm = self.critic.normalized(batch.obs, batch.action, batch.task_id,
                                             batch.per_task)
-            member_losses = 0.5 * (q_norm - y_norm).pow(2)
+            member_losses = 0.5 * (q_norm - targets["target_norm"]).pow(2)
             q = popart.denormalize_ids(q_norm.detach(), batch.task_id)
         return {"target": y, "q": q, "member": member_losses, "alpha": alpha_b,
                 "critic": self._per_task(member_losses.sum(0), batch)}
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step on critics, actor and temperatures from a stratified batch."""
+        """One gradient step on critics, actor and temperatures from a stratified batch. With
+        ``compile`` set, its phases run compiled (:mod:`mtrl.agents.compiling`); the
+        gradient combiners' backward passes always run eagerly."""
+        if batch.num_tasks != self.num_tasks:
+            raise ValueError(f"batch has {batch.num_tasks} tasks, agent {self.num_tasks}")
+        self._compiler.step_begin()
+        try:
+            return self._compiler.own(self._update(batch))
+        except BaseException:
+            self.critic.requires_grad_(True)  # frozen only while the actor loss is computed
+            raise
+
+    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        # Phases, compiled with agent.compile: [critic targets, PopArt step] [critic loss]
+        # critic backward [critic step + actor loss] actor backward [actor, π0 and temperature
+        # steps + target update].
+        c = self._compiler
         # Critic (Eq. 5)
-        out = self.losses(batch)
-        alpha_b, q, member_losses = out["alpha"], out["q"], out["member"]
+        targets = c.run("critic_target", self._critic_targets, batch, self._noise(batch))
+        out = c.run("critic_loss", self._critic_losses, batch, targets,
+                    eager=compile_blocker(self.critic_combiner, self._critic_routers, "critic"))
         critic_losses = out["critic"]
-        popart = self.critic.popart
         self.critic_optim.zero_grad(set_to_none=True)
         self.critic_combiner.backward(critic_losses, self._critic_params)
-        self._router_backward(self._critic_routers, list(member_losses.detach()))
-        critic_gn = self._clip_grad(self._critic_params)
-        self.critic_optim.step()
+        self._router_backward(self._critic_routers, list(out["member"].detach()))
 
         # Actor (Eq. 7), through the freshly updated critic, whose weights stay fixed here.
         self.critic.requires_grad_(False)
-        try:
-            action, log_prob, u, mean, log_std = self.actor.rsample(
-                batch.obs, batch.task_id, batch.per_task)
-            q_pi = self._reduce(self.critic(batch.obs, action, batch.task_id, batch.per_task))
-        finally:
-            self.critic.requires_grad_(True)
+        noise = self._noise(batch)
+        actor_eager = compile_blocker(self.actor_combiner, self._actor_routers, "actor")
+        if actor_eager is None:
+            actor = c.run("critic_step_actor_loss", self._critic_step_actor_losses, batch,
+                          out["alpha"], noise)
+        else:
+            critic_gn = c.run("critic_step", self._step, self.critic_optim,
+                              self._critic_params)
+            actor = c.run("actor_loss", self._actor_losses, batch, out["alpha"], noise,
+                          eager=actor_eager)
+            actor["critic_grad_norm"] = critic_gn
+        self.critic.requires_grad_(True)
+        self.actor_optim.zero_grad(set_to_none=True)
+        self.actor_combiner.backward(actor["actor"], self._actor_params)
+        self._router_backward(self._actor_routers, [actor["per_sample"].detach()])
+        pi0_loss = actor.get("pi0")
+        if pi0_loss is not None:
+            assert self.distral is not None and self.distral.optim is not None
+            self._last_kl = c.keep(actor["kl"])  # read at log time, after later updates
+            self.distral.optim.zero_grad(set_to_none=True)
+            pi0_loss.mean().backward()
+        if self.learn_alpha:
+            # Temperatures (Eq. 18): L_α[k] = −log α_k (E_k[log π] + H̄) is linear in log α_k,
+            # so its gradient is −(E_k[log π] + H̄), exactly what autograd would return.
+            self.alpha_optim.zero_grad(set_to_none=True)
+            self.log_alpha.grad = actor["alpha_grad"]
+
+        metrics = c.run("finish", self._finish, out["critic"], out["q"], actor)
+        critic_gn = actor.get("critic_grad_norm")
+        if critic_gn is not None:
+            metrics["critic_grad_norm"] = critic_gn
+        if pi0_loss is not None:
+            assert self._last_kl is not None
+            metrics["distral_kl"] = self._last_kl.mean()
+            metrics["distral_pi0"] = pi0_loss.detach().mean()
+        return metrics
+
+    def _noise(self, batch: Batch) -> torch.Tensor | None:
+        """Compiled updates: the reparameterization noise ``ε [B, action_dim]`` of the next
+        phase, drawn eagerly from the device's generator (the numbers an eager update draws
+        inside the phase, in the same order). Eager updates draw it where it is used (None)."""
+        if not self._compiler.active:
+            return None
+        b = batch.obs.shape[0]
+        return torch.randn(b, self.actor.action_dim, device=batch.obs.device)
+
+    def _critic_step_actor_losses(self, batch: Batch, alpha_b: torch.Tensor,
+                                  noise: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The critic's optimizer step, then :meth:`_actor_losses` (one compiled phase)."""
+        critic_gn = self._step(self.critic_optim, self._critic_params)
+        out = self._actor_losses(batch, alpha_b, noise)
+        if critic_gn is not None:
+            out["critic_grad_norm"] = critic_gn
+        return out
+
+    def _actor_losses(self, batch: Batch, alpha_b: torch.Tensor, noise: torch.Tensor | None
+                      ) -> dict[str, torch.Tensor]:
+        """Per-task actor losses (Eq. 7; with Distral, π0's distillation losses and the KL)
+        with the critic frozen by the caller, and the temperature losses (Eq. 18) with their
+        gradient."""
+        action, log_prob, u, mean, log_std = self.actor.rsample(
+            batch.obs, batch.task_id, batch.per_task, noise=noise)
+        q_pi = self._reduce(self.critic(batch.obs, action, batch.task_id, batch.per_task))
         actor_per_sample = alpha_b * log_prob - q_pi
-        pi0_loss = None
+        out: dict[str, torch.Tensor] = {}
         if self.distral is not None:
             hp = self.distral.hp
             mean0, log_std0 = self.distral.pi0(batch.obs, batch.task_id, batch.per_task)
@@ -293,51 +411,50 @@ class MTSAC:
             actor_per_sample = actor_per_sample - hp.kl_coef * logp0
             # ... and learns by distillation: KL(πi ‖ π0) with πi fixed.
             kl = gaussian_kl(mean.detach(), log_std.detach(), mean0, log_std0)
-            pi0_loss = self._per_task(hp.kl_coef * kl, batch)
-            self._last_kl = self._per_task(kl.detach(), batch)
+            out["pi0"] = self._per_task(hp.kl_coef * kl, batch)
+            out["kl"] = self._per_task(kl.detach(), batch)
         actor_losses = self._per_task(actor_per_sample, batch)
+        popart = self.critic.popart
         if popart is not None and self.hp.popart_actor_scale:
             actor_losses = actor_losses / popart.sigma.detach()
-        self.actor_optim.zero_grad(set_to_none=True)
-        self.actor_combiner.backward(actor_losses, self._actor_params)
-        self._router_backward(self._actor_routers, [actor_per_sample.detach()])
-        actor_gn = self._clip_grad(self._actor_params)
-        self.actor_optim.step()
-
-        if pi0_loss is not None:
-            assert self.distral is not None and self.distral.optim is not None
-            self.distral.optim.zero_grad(set_to_none=True)
-            pi0_loss.mean().backward()
-            self._clip_grad(list(self.distral.pi0.parameters()))
-            self.distral.optim.step()
-
-        # Temperatures (Eq. 18), one per task.
+        out["actor"] = actor_losses
+        out["per_sample"] = actor_per_sample
+        # Temperatures (Eq. 18), one per task, on this step's log-probabilities.
         mean_log_prob = self._per_task(log_prob.detach(), batch)
-        alpha_losses = -self.log_alpha * (mean_log_prob + self.hp.target_entropy)
-        if self.learn_alpha:
-            self.alpha_optim.zero_grad(set_to_none=True)
-            alpha_losses.sum().backward()
-            self.alpha_optim.step()
+        shifted = mean_log_prob + self.hp.target_entropy
+        out["mean_log_prob"] = mean_log_prob
+        out["alpha_loss"] = -self.log_alpha.detach() * shifted
+        out["alpha_grad"] = -shifted
+        return out
 
-        # Polyak averaging of the target critics.
+    def _step(self, optim: torch.optim.Optimizer, params: list[torch.Tensor]
+              ) -> torch.Tensor | None:
+        """Clip the gradients (with ``grad_clip``) and step the optimizer; the norm or None."""
+        gn = self._clip_grad(params)
+        optim.step()
+        return gn
+
+    def _finish(self, critic_losses: torch.Tensor, q: torch.Tensor,
+                actor: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The actor, π0 and temperature steps, the Polyak averaging of the target critics and
+        the metrics."""
+        actor_gn = self._step(self.actor_optim, self._actor_params)
+        if "pi0" in actor:
+            assert self.distral is not None and self.distral.optim is not None
+            self._step(self.distral.optim, self._pi0_params)
+        if self.learn_alpha:
+            self.alpha_optim.step()
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.hp.tau)
-
         metrics = {
             "critic": critic_losses.detach().mean(),
-            "actor": actor_losses.detach().mean(),
-            "alpha": alpha_losses.detach().mean(),
+            "actor": actor["actor"].detach().mean(),
+            "alpha": actor["alpha_loss"].mean(),
             "q_mean": q.detach().mean(),
-            "entropy": -mean_log_prob.mean(),
+            "entropy": -actor["mean_log_prob"].mean(),
         }
-        if critic_gn is not None:
-            metrics["critic_grad_norm"] = critic_gn
         if actor_gn is not None:
             metrics["actor_grad_norm"] = actor_gn
-        if pi0_loss is not None:
-            assert self._last_kl is not None
-            metrics["distral_kl"] = self._last_kl.mean()
-            metrics["distral_pi0"] = pi0_loss.detach().mean()
         return metrics
 
     def task_metrics(self) -> dict[str, torch.Tensor]:
@@ -376,12 +493,12 @@ class MTSAC:
         """``[members, B] → [B]``: the minimum or the mean over the critics."""
         return q.min(0).values if self.hp.critic_reduce == "min" else q.mean(0)
 
-    def _categorical_losses(self, batch: Batch, alpha_b: torch.Tensor
+    def _categorical_losses(self, batch: Batch, alpha_b: torch.Tensor, m: torch.Tensor
                             ) -> dict[str, torch.Tensor]:
-        """:meth:`losses` of the categorical critic (module docstring)."""
+        """:meth:`losses` of the categorical critic (module docstring), from the projected
+        target distribution ``m``."""
         support = self.critic.support
         assert support is not None
-        m = self._target_probs(batch, alpha_b)
         logits = self.critic.logits(batch.obs, batch.action, batch.task_id, batch.per_task)
         member_losses = -(m * torch.log_softmax(logits, dim=-1)).sum(-1)
         q = torch.softmax(logits.detach(), dim=-1) @ support
@@ -389,12 +506,14 @@ class MTSAC:
                 "alpha": alpha_b, "critic": self._per_task(member_losses.sum(0), batch)}
 
     @torch.no_grad()
-    def _target_probs(self, batch: Batch, alpha_b: torch.Tensor) -> torch.Tensor:
+    def _target_probs(self, batch: Batch, alpha_b: torch.Tensor,
+                      noise: torch.Tensor | None = None) -> torch.Tensor:
         """The projected soft target distribution ``m [B, A]`` of the categorical critic."""
         support = self.critic_target.support
         assert support is not None
         n = batch.per_task
-        next_action, next_log_prob, u, _, _ = self.actor.rsample(batch.next_obs, batch.task_id, n)
+        next_action, next_log_prob, u, _, _ = self.actor.rsample(batch.next_obs, batch.task_id, n,
+                                                                 noise=noise)
         probs = torch.softmax(
             self.critic_target.logits(batch.next_obs, next_action, batch.task_id, n), dim=-1)
         if self.hp.critic_reduce == "mean":
@@ -447,9 +566,11 @@ class MTSAC:
         return {"actor": self.actor_combiner.report(), "critic": self.critic_combiner.report()}
 
     @torch.no_grad()
-    def _target(self, batch: Batch, alpha_b: torch.Tensor) -> torch.Tensor:
+    def _target(self, batch: Batch, alpha_b: torch.Tensor, noise: torch.Tensor | None = None
+                ) -> torch.Tensor:
         n = batch.per_task
-        next_action, next_log_prob, u, _, _ = self.actor.rsample(batch.next_obs, batch.task_id, n)
+        next_action, next_log_prob, u, _, _ = self.actor.rsample(batch.next_obs, batch.task_id, n,
+                                                                 noise=noise)
         q_next = self._reduce(self.critic_target(batch.next_obs, next_action, batch.task_id, n))
         soft_v = q_next - alpha_b * next_log_prob
         if self.distral is not None:
@@ -510,7 +631,8 @@ class MTSAC:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.actor_optim.load_state_dict(state["actor_optim"])
-        self.critic_optim.load_state_dict(state["critic_optim"])
+        self.critic_optim.load_state_dict(
+            critic_optim_state_for(self.critic, state["critic_optim"], state["critic"]))
         self.alpha_optim.load_state_dict(state["alpha_optim"])
         self.actor_combiner.load_state_dict(state["actor_combiner"])
         self.critic_combiner.load_state_dict(state["critic_combiner"])
@@ -527,6 +649,48 @@ class MTSAC:
         self.critic.eval()
         if self.distral is not None:
             self.distral.pi0.eval()
+
+
+def critic_optim_state_for(critic: TwinQCritic, optim_state: dict[str, Any],
+                           critic_state: dict[str, Any]) -> dict[str, Any]:
+    """The critic optimizer state of a checkpoint, converted to ``critic``'s form when the
+    checkpoint was written by the other one (fused / separate members): Adam's moments are
+    per-element, so they are stacked and transposed exactly like the weights, and the step count
+    is shared."""
+    fused_ckpt = "fused.layers.0.weight" in critic_state
+    separate_ckpt = "qs.0.net.0.weight" in critic_state
+    if not (fused_ckpt or separate_ckpt) or (critic.fused is not None) == fused_ckpt:
+        return optim_state
+    members, layers = critic.num_critics, critic.num_layers
+    src = critic_param_names(fused_ckpt, members, layers)
+    dst = critic_param_names(not fused_ckpt, members, layers)
+    convert = critic_state_to_separate if fused_ckpt else critic_state_to_fused
+    groups = optim_state["param_groups"]
+    if len(groups) != 1 or len(groups[0]["params"]) != len(src):
+        raise ValueError("the checkpoint's critic optimizer does not match its critic's "
+                         "parameters; cannot convert it between fused and separate critics")
+    ids, state = groups[0]["params"], optim_state["state"]
+    new_state: dict[int, dict[str, Any]] = {}
+    if state:
+        if any(i not in state for i in ids):
+            raise ValueError("the checkpoint's critic optimizer has state for only some "
+                             "parameters; cannot convert it between fused and separate critics")
+        per_param = [state[i] for i in ids]
+        moments: dict[str, dict[str, torch.Tensor]] = {}
+        shared: dict[str, Any] = {}
+        for key, first in per_param[0].items():
+            if isinstance(first, torch.Tensor) and first.dim() > 0:
+                moments[key] = convert({n: p[key] for n, p in zip(src, per_param, strict=True)},
+                                       members, layers)
+            else:  # the step count, the same for every parameter
+                shared[key] = first
+        for idx, name in enumerate(dst):
+            entry = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in shared.items()}
+            entry.update({k: m[name] for k, m in moments.items()})
+            new_state[idx] = entry
+    group = dict(groups[0])
+    group["params"] = list(range(len(dst)))
+    return {"state": new_state, "param_groups": [group]}
 
 
 def build_mtsac(
@@ -559,14 +723,22 @@ def build_mtsac(
     v_min: float = -10.0,
     v_max: float = 10.0,
     reward_normalization: bool = False,
+    fused_critics: bool = False,
+    compile_mode: str = "off",
     device: torch.device | str = "cpu",
 ) -> MTSAC:
     """Build the networks, target critics, temperatures and Adam optimizers of an MT-SAC agent
     (with ``distral``: also π0, hidden sizes ``pi0_hidden`` or ``actor_hidden``, Adam at
     ``actor_lr``). ``num_critics`` critics, categorical over ``num_atoms`` atoms in
     ``[v_min, v_max]`` when ``num_atoms`` is given; ``reward_normalization``: BRC's per-task
-    reward scaling to the bound ``min(−v_min, v_max)`` of that support."""
+    reward scaling to the bound ``min(−v_min, v_max)`` of that support. ``fused_critics``: the
+    critics as one stacked ensemble (:class:`~mtrl.modules.policies.TwinQCritic`);
+    ``compile_mode``: ``agent.compile`` (:mod:`mtrl.agents.compiling`; with ``graphs`` on CUDA
+    the Adam optimizers are built ``capturable``, their step counts on the device)."""
     device = torch.device(device)
+    mode, _ = resolve_compile_mode(compile_mode, device)
+    # Graph capture needs the optimizers' step counters on the device (no host scalar).
+    adam = functools.partial(torch.optim.Adam, capturable=mode == "graphs")
     actor = TanhGaussianActor(
         obs_dim, action_dim, num_tasks, actor_hidden,
         log_std_min=log_std_min, log_std_max=log_std_max, arch=actor_arch, arch_cfg=arch_cfg,
@@ -576,7 +748,7 @@ def build_mtsac(
     critic, critic_target = (
         TwinQCritic(obs_dim, action_dim, num_tasks, critic_hidden, num_critics, popart=stats,
                     arch=critic_arch, arch_cfg=arch_cfg, num_atoms=num_atoms, v_min=v_min,
-                    v_max=v_max).to(device)
+                    v_max=v_max, fused=fused_critics).to(device)
         for _ in range(2)
     )
     scaler = None
@@ -597,19 +769,20 @@ def build_mtsac(
             task_input=pi0_task_input, log_std_min=log_std_min, log_std_max=log_std_max,
             arch_cfg=arch_cfg,
         ).to(device)
-        part = Distral(pi0, distral, torch.optim.Adam(pi0.parameters(), lr=actor_lr))
+        part = Distral(pi0, distral, adam(pi0.parameters(), lr=actor_lr))
     return MTSAC(
         actor,
         critic,
         critic_target,
         log_alpha,
-        torch.optim.Adam(actor.parameters(), lr=actor_lr),
-        torch.optim.Adam(critic.parameters(), lr=critic_lr),
-        torch.optim.Adam([log_alpha], lr=alpha_lr),
+        adam(actor.parameters(), lr=actor_lr),
+        adam(critic.parameters(), lr=critic_lr),
+        adam([log_alpha], lr=alpha_lr),
         hparams,
         actor_combiner=actor_combiner,
         critic_combiner=critic_combiner,
         distral=part,
         tune_entropy=tune_entropy,
         reward_scaler=scaler,
+        compile_mode=compile_mode,
     )

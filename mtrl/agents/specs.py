@@ -72,6 +72,7 @@ def _check_sac(cfg: TrainConfig, num_tasks: int) -> None:
     if s.max_q_value is not None:
         check_positive("agent.sac.max_q_value", s.max_q_value)
     _check_critics(cfg)
+    _check_fused_critics(cfg)
     if COMBINERS.get(a.actor_combiner, "agent.actor_combiner").get("balances_losses"):
         raise ConfigError(
             f"agent.actor_combiner={a.actor_combiner!r} weights tasks by their loss values, "
@@ -121,6 +122,27 @@ def _check_critics(cfg: TrainConfig) -> None:
         raise ConfigError(f"agent.sac.reward_normalization scales returns into "
                           f"[-b, b], b = min(-v_min, v_max), which needs v_min < 0 < v_max; "
                           f"got agent.sac.v_min={s.v_min}, agent.sac.v_max={s.v_max}")
+
+
+def _check_fused_critics(cfg: TrainConfig) -> None:
+    """agent.sac.fused_critics: a choice; ``on`` only for critics that can be fused."""
+    from mtrl.config import FUSED_CRITICS
+
+    a, choice = cfg.agent, cfg.agent.sac.fused_critics
+    if choice not in FUSED_CRITICS:
+        raise ConfigError(choice_message("agent.sac.fused_critics", choice, FUSED_CRITICS))
+    if choice != "on":
+        return
+    lead = "agent.sac.fused_critics='on' stacks plain MLP critics into one ensemble"
+    if a.critic_arch != "mlp":
+        raise ConfigError(f"{lead}; agent.critic_arch={a.critic_arch!r} is not 'mlp': use "
+                          "agent.sac.fused_critics=auto or off")
+    if a.arch.task_encoder != "one-hot":
+        raise ConfigError(f"{lead} on a one-hot task input; agent.arch.task_encoder="
+                          f"{a.arch.task_encoder!r}: use agent.sac.fused_critics=auto or off")
+    if a.popart:
+        raise ConfigError(f"{lead} without PopArt heads; agent.popart=true: use "
+                          "agent.sac.fused_critics=auto or off")
 
 
 def _check_distral(cfg: TrainConfig) -> None:
@@ -276,8 +298,21 @@ def build_sac(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
         num_critics=s.num_critics,
         num_atoms=s.num_atoms if s.critic_loss == "categorical" else None,
         v_min=s.v_min, v_max=s.v_max, reward_normalization=s.reward_normalization,
-        device=device,
+        fused_critics=_fused_critics(cfg, device), compile_mode=cfg.compile, device=device,
     )
+
+
+def _fused_critics(cfg: AgentConfig, device: torch.device) -> bool:
+    """agent.sac.fused_critics resolved: ``auto`` fuses plain MLP critics on CUDA only (on CPU
+    separate networks measured faster, :class:`~mtrl.modules.policies.TwinQCritic`)."""
+    from mtrl.modules.policies import fused_critic_blocker
+
+    choice = cfg.sac.fused_critics
+    if choice == "off":
+        return False
+    fusable = fused_critic_blocker(cfg.critic_arch, cfg.arch.task_encoder,
+                                   bool(cfg.popart)) is None
+    return fusable and (choice == "on" or device.type == "cuda")
 
 
 def _critic_reduce(s: Any) -> str:
@@ -313,7 +348,7 @@ def build_a2c(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
         hparams=A2CHyperparams(gamma=cfg.gamma, gae_lambda=c.gae_lambda, ent_coef=c.ent_coef,
                                vf_coef=c.vf_coef, grad_clip=cfg.grad_clip),
         distral=_distral(cfg), pi0_hidden=cfg.distral.pi0_hidden,
-        pi0_task_input=cfg.distral.pi0_task_input, device=device,
+        pi0_task_input=cfg.distral.pi0_task_input, compile_mode=cfg.compile, device=device,
     )
 
 
@@ -328,7 +363,7 @@ def build_ppo(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
             clip_value=c.clip_value, ent_coef=c.ent_coef, vf_coef=c.vf_coef, epochs=c.epochs,
             minibatches=c.minibatches, normalize_advantage=c.normalize_advantage,
             target_kl=c.target_kl, grad_clip=cfg.grad_clip),
-        device=device,
+        compile_mode=cfg.compile, device=device,
     )
 
 
@@ -465,16 +500,16 @@ def _check_distral_a2c(cfg: TrainConfig, num_tasks: int) -> None:
 
 
 register_agent("mtsac", build_sac, data_path=replay_path, check=_check_sac,
-               continuous_only=True, sections=("sac",))
+               continuous_only=True, sections=("sac",), compiles=True)
 register_agent("distral-sac", build_sac, data_path=replay_path,
                check=_check_distral_sac,
-               continuous_only=True, sections=("sac", "distral"))
+               continuous_only=True, sections=("sac", "distral"), compiles=True)
 register_agent("mta2c", build_a2c, data_path=a2c_path, check=_check_a2c, on_policy=True,
-               sections=("a2c",))
+               sections=("a2c",), compiles=True)
 register_agent("distral-a2c", build_a2c, data_path=a2c_path,
                check=_check_distral_a2c,
-               on_policy=True, sections=("a2c", "distral"))
+               on_policy=True, sections=("a2c", "distral"), compiles=True)
 register_agent("mtppo", build_ppo, data_path=ppo_path, check=_check_ppo, on_policy=True,
-               sections=("ppo",))
+               sections=("ppo",), compiles=True)
 register_agent("distill", build_student, data_path=distill_path, check=_check_distill,
                preflight=distill_preflight, sections=("distill",))
