@@ -292,8 +292,9 @@ class PPOConfig(_Strict):
 @dataclass
 class IMPALAConfig(_Strict):
     """Multi-task IMPALA learner (``agent.name`` mtimpala; Espeholt et al. 2018, the V-trace
-    actor-critic of Sec. 4). Defaults: the paper's Atari settings (Table G.1), with ε and the
-    loss in mtrl's units (per-task *mean* losses; the paper sums over batch and time)."""
+    actor-critic of Sec. 4). Defaults: the paper's Atari settings (Table G.1; the RMSProp
+    decay from its reference code), with ε and the loss in mtrl's units (per-task *mean*
+    losses; the paper sums over batch and time)."""
 
     n_steps: int = 20
     """Unroll length: env steps per env in each rollout (one update per rollout)."""
@@ -318,7 +319,8 @@ class IMPALAConfig(_Strict):
     mean square of gradients of a loss *summed* over 32 × 20 steps; for mtrl's mean losses and
     PyTorch's ε outside the root that floor is √0.01 / 640 = 1.5625e-4."""
     rmsprop_alpha: float = 0.99
-    """RMSprop decay α (the paper's 0.99)."""
+    """RMSprop decay α (0.99: the default of IMPALA's reference code, deepmind/scalable_agent;
+    Table G.1 does not list it)."""
 
 
 @dataclass

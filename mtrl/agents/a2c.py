@@ -15,9 +15,10 @@ Multi-task: the network is conditioned on the task id (:mod:`mtrl.modules.actor_
 batch is task-stratified, and the loss is a vector ``L[k]`` of per-task means that a gradient
 combiner (``mean`` by default, or PCGrad) turns into one update.
 
-PopArt (Hessel et al. 2019, "Multi-task Deep Reinforcement Learning with PopArt", Sec. 3 and
-Eq. 9–11 for the actor-critic case): the value head has one normalized output ``n_k`` per task,
-``V_k = σ_k n_k + μ_k``. Each update, in this order:
+PopArt (Hessel et al. 2019, "Multi-task Deep Reinforcement Learning with PopArt", the
+section on PopArt for actor-critic and its Eq. 9–11; the paper's sections are unnumbered):
+the value head has one normalized output ``n_k`` per task, ``V_k = σ_k n_k + μ_k``. Each
+update, in this order:
 
 1. the λ-returns ``G`` are computed in reward units from the values stored while acting;
 2. task ``k``'s statistics take its returns, ``(μ_k, σ_k) → (μ'_k, σ'_k)``, and the head is

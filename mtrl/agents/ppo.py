@@ -23,7 +23,7 @@ Multi-task:
 * with ``normalize_advantage`` the advantages are standardized per task within each minibatch,
   so every task's policy gradient has unit scale whatever its rewards;
 * the loss is a vector of per-task means that a gradient combiner turns into one update;
-* with PopArt (Hessel et al. 2019, Sec. 3) the statistics take each task's λ-returns once per
+* with PopArt (Hessel et al. 2019) the statistics take each task's λ-returns once per
   rollout, before the epochs, with the value head rescaled to preserve its outputs; the value
   loss is in normalized units (targets ``(G − μ')/σ'``, old values ``(V_old − μ')/σ'``) and the
   advantages are ``(G − V)/σ'``, :func:`mtrl.agents.a2c.rollout_targets`.
