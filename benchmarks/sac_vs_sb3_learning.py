@@ -61,10 +61,12 @@ class Job:
     eval_every: int
     eval_episodes: int
     threads: int
+    overrides: tuple[str, ...] = ()  # mtrl side: FIELD=VALUE config overrides (--mtrl-set)
 
     def key(self) -> str:
+        extra = "".join(f"|{o}" for o in self.overrides) if self.side == "mtrl" else ""
         return (f"{self.side}|{self.task}|s{self.seed}|n{self.steps}|w{self.warmup}|"
-                f"b{self.batch_size}|e{self.eval_every}x{self.eval_episodes}")
+                f"b{self.batch_size}|e{self.eval_every}x{self.eval_episodes}{extra}")
 
 
 def _env_config(task: str) -> Any:
@@ -80,6 +82,7 @@ Curve = dict[int, tuple[float, float, dict[str, float]]]
 
 
 def _run_mtrl(job: Job, run_dir: Path) -> Curve:
+    from mtrl import config as C
     from mtrl.presets import get_preset
     from mtrl.runner import train
 
@@ -97,6 +100,9 @@ def _run_mtrl(job: Job, run_dir: Path) -> Curve:
     cfg.checkpoint.every = 0
     cfg.log.progress_bar = False
     cfg.log.every = max(1000, job.eval_every // 5)
+    for item in job.overrides:  # an elimination experiment: one setting changed
+        key, _, value = item.partition("=")
+        C.set_override(cfg, key, value)
     train(cfg, run_dir)
     curve: Curve = {}
     for f in sorted((run_dir / "eval").glob("step_*.json")):
@@ -318,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=5000)
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per task")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (processes)")
+    p.add_argument("--mtrl-set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="config overrides of the mtrl side (e.g. agent.sac.log_prob_guard=1e-6"
+                        "), part of the run's key: write such runs to their own --json")
     p.add_argument("--json", type=Path, default=None,
                    help="append results here; runs already in it are skipped")
     args = p.parse_args(argv)
@@ -329,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch_size or (1280 if args.task in STANDARD else 256)
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     jobs = [Job(side, args.task, seed, args.steps, args.warmup, batch, args.eval_every,
-                args.eval_episodes, threads)
+                args.eval_episodes, threads, tuple(args.mtrl_set))
             for seed in args.seeds for side in args.sides]
 
     results: list[dict[str, Any]] = []

@@ -209,6 +209,10 @@ class SACConfig(_Strict):
     """Entropy target per task; None means -action_dim (continuous) as in Haarnoja et al. 2018."""
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    log_prob_guard: float = 0.0
+    """0: the exact log-density of the tanh-squashed action (Haarnoja et al. 2018, App. C);
+    > 0: log(1 − tanh²u + guard) in its correction, as stable-baselines3 and CleanRL (1e-6):
+    the same except far in saturation (|u| > ~6), where the guarded term is bounded."""
     max_q_value: float | None = None
     """Clip Q targets and predictions to [-v, v] (Meta-World+ uses 5000); None disables."""
     popart_actor_scale: bool = True

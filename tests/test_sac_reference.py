@@ -260,3 +260,42 @@ def test_log_prob_guard_matters_only_in_saturation():
     assert correction_exact.item() == pytest.approx(2 * 12.0 - 2 * math.log(2), abs=1e-4)
     correction_guarded = guarded(far) + 0.5 * 144.0 + 0.5 * math.log(2 * math.pi)
     assert correction_guarded.item() == pytest.approx(-math.log(1e-6), abs=1e-3)
+
+
+def test_the_guarded_correction_is_sb3s_formula_when_asked_for():
+    """``agent.sac.log_prob_guard=1e-6``: the actor's log-probability is SB3's
+    ``log μ(u) − Σ log(1 − tanh²u + 1e-6)``; the default (0) keeps the exact identity, and the
+    two differ only far in saturation."""
+    from mtrl.modules.policies import TanhGaussianActor
+
+    torch.manual_seed(0)
+    exact = TanhGaussianActor(5, 3, 1, [8])
+    guarded = TanhGaussianActor(5, 3, 1, [8], log_prob_guard=1e-6)
+    guarded.load_state_dict(exact.state_dict())
+    obs, tid = torch.randn(64, 5), torch.zeros(64, dtype=torch.long)
+    noise = 4.0 * torch.randn(64, 3)  # many samples deep in saturation
+    _, lp_exact, u, mean, log_std = exact.rsample(obs, tid, noise=noise)
+    _, lp_guarded, u2, _, _ = guarded.rsample(obs, tid, noise=noise)
+    torch.testing.assert_close(u, u2, rtol=0, atol=0)
+    gauss = (-0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std
+             - 0.5 * math.log(2 * math.pi)).sum(-1)
+    sb3 = gauss - torch.log(1 - torch.tanh(u).pow(2) + 1e-6).sum(-1)
+    torch.testing.assert_close(lp_guarded, sb3, rtol=0, atol=1e-4)
+    moderate = (u.abs() < 3).all(-1)
+    far = (u.abs() > 10).any(-1)
+    assert moderate.any() and far.any()
+    torch.testing.assert_close(lp_guarded[moderate], lp_exact[moderate], rtol=0, atol=1e-3)
+    assert (lp_exact[far] - lp_guarded[far]).min() > 5.0
+
+
+def test_log_prob_guard_is_validated():
+    from mtrl import config as C
+    from mtrl.errors import ConfigError
+    from mtrl.presets import get_preset
+
+    cfg = get_preset("toy-mtsac")
+    cfg.agent.sac.log_prob_guard = 1e-6
+    C.validate(cfg, memory=False)
+    cfg.agent.sac.log_prob_guard = -1.0
+    with pytest.raises(ConfigError, match=r"agent.sac.log_prob_guard=-1.0 must be in \[0, 1\)"):
+        C.validate(cfg, memory=False)

@@ -709,6 +709,7 @@ def build_mtsac(
     critic_combiner: Combiner | None = None,
     log_std_min: float = -20.0,
     log_std_max: float = 2.0,
+    log_prob_guard: float = 0.0,
     popart: bool = False,
     popart_beta: float = 3e-4,
     actor_arch: str = "mlp",
@@ -742,6 +743,7 @@ def build_mtsac(
     actor = TanhGaussianActor(
         obs_dim, action_dim, num_tasks, actor_hidden,
         log_std_min=log_std_min, log_std_max=log_std_max, arch=actor_arch, arch_cfg=arch_cfg,
+        log_prob_guard=log_prob_guard,
     ).to(device)
     # One set of PopArt statistics, shared by the online and the target critics.
     stats = PopArtStatistics(num_tasks, beta=popart_beta) if popart else None

@@ -71,6 +71,9 @@ def _check_sac(cfg: TrainConfig, num_tasks: int) -> None:
                           f"agent.sac.log_std_max={s.log_std_max}")
     if s.max_q_value is not None:
         check_positive("agent.sac.max_q_value", s.max_q_value)
+    if not 0.0 <= s.log_prob_guard < 1.0:
+        raise ConfigError(f"agent.sac.log_prob_guard={s.log_prob_guard!r} must be in [0, 1) "
+                          "(0: the exact tanh correction; stable-baselines3 uses 1e-6)")
     _check_critics(cfg)
     _check_fused_critics(cfg)
     if COMBINERS.get(a.actor_combiner, "agent.actor_combiner").get("balances_losses"):
@@ -290,7 +293,7 @@ def build_sac(cfg: AgentConfig, *, obs_space: gym.Space[Any], action_space: gym.
                                critic_reduce=_critic_reduce(s)),
         actor_combiner=make_combiner(cfg.actor_combiner, cfg.combiner),
         critic_combiner=make_combiner(cfg.critic_combiner, cfg.combiner),
-        log_std_min=s.log_std_min, log_std_max=s.log_std_max,
+        log_std_min=s.log_std_min, log_std_max=s.log_std_max, log_prob_guard=s.log_prob_guard,
         popart=bool(cfg.popart), popart_beta=cfg.popart_beta,
         actor_arch=cfg.actor_arch, critic_arch=cfg.critic_arch, arch_cfg=cfg.arch,
         distral=_distral(cfg), pi0_hidden=cfg.distral.pi0_hidden,

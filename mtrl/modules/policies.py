@@ -19,16 +19,21 @@ _LOG_2 = math.log(2.0)
 
 
 def tanh_gaussian_log_prob(
-    u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
+    u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, guard: float = 0.0
 ) -> torch.Tensor:
     """log π(tanh(u)) for u ~ N(mean, exp(log_std)²), summed over action dims.
 
     Change of variables for a = tanh(u) (Haarnoja et al. 2018, "Soft Actor-Critic", App. C,
     Eq. 21): log π(a|s) = log μ(u|s) − Σᵢ log(1 − tanh²(uᵢ)), with the stable identity
-    log(1 − tanh²(u)) = 2·(log 2 − u − softplus(−2u)).
+    log(1 − tanh²(u)) = 2·(log 2 − u − softplus(−2u)). ``guard`` > 0 computes
+    log(1 − tanh²(u) + guard) instead, as stable-baselines3 and CleanRL do with 1e-6: equal
+    while |u| < ~6, bounded (and flat) far in saturation, where the exact term grows as 2|u|.
     """
     log_mu = gaussian_log_prob(u, mean, log_std)
-    log_det = (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
+    if guard > 0.0:
+        log_det = torch.log(1.0 - torch.tanh(u).pow(2) + guard).sum(-1)
+    else:
+        log_det = (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
     return log_mu - log_det
 
 
@@ -36,7 +41,8 @@ class TanhGaussianActor(nn.Module):
     """π(a | s, task): a Gaussian over pre-squash actions, squashed by tanh into [-1, 1] (SAC,
     Haarnoja et al. 2018). A task-conditioned network (``arch``: an MLP on ``[obs, one_hot]``
     by default, or any of :data:`mtrl.modules.nets.ARCHITECTURES`) outputs the mean and the
-    log-std, which is clamped to ``[log_std_min, log_std_max]``."""
+    log-std, which is clamped to ``[log_std_min, log_std_max]``. ``log_prob_guard``: see
+    :func:`tanh_gaussian_log_prob` (0: the exact density)."""
 
     def __init__(
         self,
@@ -49,12 +55,14 @@ class TanhGaussianActor(nn.Module):
         log_std_max: float = 2.0,
         arch: str = "mlp",
         arch_cfg: object | None = None,
+        log_prob_guard: float = 0.0,
     ) -> None:
         super().__init__()
         self.body: TaskNet = build_net(arch, obs_dim, 2 * action_dim, num_tasks, hidden, arch_cfg)
         self.action_dim = action_dim
         self.log_std_min = log_std_min
         self.log_std_max = log_std_max
+        self.log_prob_guard = float(log_prob_guard)
 
     def forward(
         self, obs: torch.Tensor, task_id: torch.Tensor, per_task: int | None = None
@@ -81,7 +89,8 @@ class TanhGaussianActor(nn.Module):
         mean, log_std = self(obs, task_id, per_task)
         eps = torch.randn_like(mean) if noise is None else noise
         u = mean + torch.exp(log_std) * eps
-        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std), u, mean, log_std
+        log_prob = tanh_gaussian_log_prob(u, mean, log_std, self.log_prob_guard)
+        return torch.tanh(u), log_prob, u, mean, log_std
 
     def deterministic(self, obs: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
         """The mode used for evaluation: ``tanh(mean)``."""
