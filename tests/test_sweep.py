@@ -74,9 +74,14 @@ class CrashOnce(MeanCombiner):
     def backward(self, task_losses, params):
         self.updates += 1
         marker = os.environ["MTRL_TEST_CRASH_MARKER"]
-        if self.updates == 10 and not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(3)
+        if self.updates == 10:
+            try:  # atomic: of runs in parallel, exactly one creates the marker and dies
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.close(fd)
+                os._exit(3)
         super().backward(task_losses, params)
 
 
