@@ -25,6 +25,7 @@ import torch
 from mtrl import config as C
 from mtrl.agents import build_agent
 from mtrl.agents.a2c import A2CHyperparams, build_mta2c
+from mtrl.agents.compiling import cpu_compiler
 from mtrl.agents.ppo import PPOHyperparams, build_mtppo
 from mtrl.agents.sac import MTSAC, SACHyperparams, build_mtsac
 from mtrl.cli import main
@@ -33,6 +34,10 @@ from mtrl.data.replay import Batch
 from mtrl.data.rollout import RolloutBatch
 from mtrl.modules.policies import TwinQCritic, critic_state_to_fused, critic_state_to_separate
 from mtrl.presets import get_preset
+
+if cpu_compiler() is None and not torch.cuda.is_available():
+    pytest.skip("torch.compile on a CPU needs a C++ compiler (g++/clang++), none on PATH",
+                allow_module_level=True)
 
 T, PER, OBS, ACT = 4, 8, 5, 2
 TOL = 1e-5
@@ -304,3 +309,12 @@ def test_fused_critics_option_resolves_and_checks():
     cfg.agent.popart = True
     with pytest.raises(C.ConfigError, match=r"fused_critics='on'.*agent\.popart=true"):
         C.validate(cfg)
+
+
+def test_compiling_on_a_cpu_without_a_compiler_is_a_one_line_error(monkeypatch):
+    import mtrl.agents.compiling as K
+
+    monkeypatch.setattr(K, "cpu_compiler", lambda: None)
+    with pytest.raises(ValueError, match=r"agent.compile='default' on a CPU device needs a C\+\+"):
+        K.resolve_compile_mode("default", "cpu")
+    assert K.resolve_compile_mode("off", "cpu") == ("off", [])

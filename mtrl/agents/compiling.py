@@ -47,6 +47,17 @@ import torch
 from mtrl.config import COMPILE_MODES
 
 
+def cpu_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (Inductor) would call, if one exists."""
+    import os
+    import shutil
+
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
 def resolve_compile_mode(requested: str, device: torch.device | str) -> tuple[str, list[str]]:
     """The mode that runs on ``device`` for the requested ``agent.compile`` value, and the notes
     that explain a difference (``graphs`` on a CPU device compiles only)."""
@@ -54,6 +65,10 @@ def resolve_compile_mode(requested: str, device: torch.device | str) -> tuple[st
         raise ValueError(f"agent.compile={requested!r} is not valid; allowed: "
                          + ", ".join(COMPILE_MODES))
     device = torch.device(device)
+    if requested != "off" and device.type == "cpu" and cpu_compiler() is None:
+        raise ValueError(f"agent.compile={requested!r} on a CPU device needs a C++ compiler "
+                         "for torch.compile's CPU code (g++, c++ or clang++ on PATH, or $CXX); "
+                         "install one or use agent.compile=off")
     if requested == "graphs" and device.type != "cuda":
         return "default", [f"agent.compile='graphs' captures CUDA graphs, which need a CUDA "
                            f"device; on {device.type} the update is compiled only "
