@@ -1032,7 +1032,7 @@ def _validate_collector(cfg: TrainConfig, agent: Any, num_envs: int, *, memory: 
     ray package installed (checked with ``memory``, i.e. when validating for training)."""
     import re
 
-    from mtrl.registry import AGENTS, ENVS
+    from mtrl.registry import AGENTS
 
     c = cfg.collector
     if c.name not in COLLECTORS:
@@ -1059,15 +1059,7 @@ def _validate_collector(cfg: TrainConfig, agent: Any, num_envs: int, *, memory: 
         ok = [e.name for e in AGENTS if _uses_replay_buffer(e) or e.get("remote_rollouts")]
         raise ConfigError(f"collector.name='ray' does not support agent.name={cfg.agent.name!r}"
                           f" ({why}); use collector.name='vector', or one of: {', '.join(ok)}")
-    if c.runners < 1:
-        raise ConfigError(f"collector.runners={c.runners!r} must be >= 1")
-    if c.runners > num_envs:
-        raise ConfigError(f"collector.runners={c.runners} is more than the {num_envs} training "
-                          "env(s); every runner needs at least one env")
-    if c.runners > 1 and not ENVS.get(cfg.env.name, "env.name").get("task_subsets"):
-        raise ConfigError(f"env.name={cfg.env.name!r} cannot be split over collector.runners="
-                          f"{c.runners} (its builder takes no task subset); use "
-                          "collector.runners=1")
+    _check_env_split(cfg, "runners", "runner", num_envs)
     check_positive("collector.publish_every", c.publish_every)
     if c.max_restarts < -1:
         raise ConfigError(f"collector.max_restarts={c.max_restarts!r} must be >= 0, or -1 "
@@ -1088,24 +1080,33 @@ def _validate_pipelined(cfg: TrainConfig, agent: Any, num_envs: int) -> None:
     """``collector.name=pipelined``: not for on-policy agents (the collector acts one update
     ahead, their rollout must come from the policy being updated), and workers that each get
     at least one env (several workers: envs that build task subsets)."""
-    from mtrl.registry import AGENTS, ENVS
+    from mtrl.registry import AGENTS
 
-    c = cfg.collector
     if agent.get("on_policy"):
         ok = [e.name for e in AGENTS if not e.get("on_policy")]
         raise ConfigError(f"collector.name='pipelined' does not support agent.name="
                           f"{cfg.agent.name!r} (an on-policy agent: its rollout must be acted "
                           "by the policy being updated, the pipelined collector acts one update "
                           f"ahead); use collector.name='vector', or one of: {', '.join(ok)}")
-    if c.workers < 1:
-        raise ConfigError(f"collector.workers={c.workers!r} must be >= 1")
-    if c.workers > num_envs:
-        raise ConfigError(f"collector.workers={c.workers} is more than the {num_envs} training "
-                          "env(s); every worker needs at least one env")
-    if c.workers > 1 and not ENVS.get(cfg.env.name, "env.name").get("task_subsets"):
-        raise ConfigError(f"env.name={cfg.env.name!r} cannot be split over collector.workers="
-                          f"{c.workers} (its builder takes no task subset); use "
-                          "collector.workers=1")
+    _check_env_split(cfg, "workers", "worker", num_envs)
+
+
+def _check_env_split(cfg: TrainConfig, field_name: str, noun: str, num_envs: int) -> None:
+    """``collector.<field_name>`` processes that split the training envs in env order (Ray
+    runners, pipelined workers): each gets at least one env, and several need an env builder
+    that takes task subsets."""
+    from mtrl.registry import ENVS
+
+    n = getattr(cfg.collector, field_name)
+    if n < 1:
+        raise ConfigError(f"collector.{field_name}={n!r} must be >= 1")
+    if n > num_envs:
+        raise ConfigError(f"collector.{field_name}={n} is more than the {num_envs} training "
+                          f"env(s); every {noun} needs at least one env")
+    if n > 1 and not ENVS.get(cfg.env.name, "env.name").get("task_subsets"):
+        raise ConfigError(f"env.name={cfg.env.name!r} cannot be split over collector."
+                          f"{field_name}={n} (its builder takes no task subset); use "
+                          f"collector.{field_name}=1")
 
 
 def _validate_arch(ar: ArchConfig) -> None:
