@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtrl.agents.base import PolicyOutput, TaskIds, env_actions
+from mtrl.agents.base import ActorCriticAgentParts, PolicyOutput, TaskIds, env_actions
 from mtrl.agents.compiling import (
     UpdateCompiler,
     compile_blocker,
@@ -88,7 +88,7 @@ class A2CHyperparams:
     grad_clip: float | None = 0.5
 
 
-class MTA2C:
+class MTA2C(ActorCriticAgentParts):
     """Multi-task A2C; see the module docstring. Receives a built :class:`ActorCritic` and its
     optimizer. ``update`` returns detached 0-dim tensors (no host sync)."""
 
@@ -357,27 +357,11 @@ class MTA2C:
         return metrics
 
     def task_metrics(self) -> dict[str, torch.Tensor]:
-        """Per-task values to log by task name: ``popart/mu`` and ``popart/sigma`` with PopArt,
-        the Gaussian policy's mean ``std`` for continuous actions."""
-        out: dict[str, torch.Tensor] = {}
-        if self.net.popart is not None:
-            out["popart/mu"] = self.net.popart.mu.detach().clone()
-            out["popart/sigma"] = self.net.popart.sigma.detach().clone()
-        if self.net.log_std_net is not None:
-            out["policy_std"] = self.net.log_std_net.log_std.detach().exp().mean(1)
+        """The shared per-task values (PopArt statistics, policy std) and Distral's KL."""
+        out = super().task_metrics()
         if self._last_kl is not None:
             out["distral/kl"] = self._last_kl
         return out
-
-    def architecture_reports(self) -> dict[str, dict[str, torch.Tensor]]:
-        reports = {"policy": self.net.policy.report()}
-        value = self.net.value_net or self.net.value_trunk
-        if value is not None:
-            reports["value"] = value.report()
-        return reports
-
-    def combiner_reports(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {"actor_critic": self.combiner.report()}
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:

@@ -127,7 +127,7 @@ class DataPath(Protocol):
 
 
 class ActorCriticAgentParts:
-    """What MT-PPO and MT-IMPALA share around their losses: an :class:`ActorCritic` ``net``
+    """What MT-A2C, MT-PPO and MT-IMPALA share around their losses: an :class:`ActorCritic` ``net``
     with its ``optim`` and ``combiner`` — per-task metrics, reports, persistence, modes."""
 
     net: Any
