@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,6 +36,11 @@ def tiny_toy_config(**changes) -> TrainConfig:
     cfg.log.progress_bar = False
     cfg.checkpoint.every = 400
     cfg.device = "cpu"
+    return apply_changes(cfg, changes)
+
+
+def apply_changes(cfg: TrainConfig, changes: dict) -> TrainConfig:
+    """Set ``section__field=value`` changes on ``cfg`` (``collector__runners=4``)."""
     for key, value in changes.items():
         obj = cfg
         *parents, leaf = key.split("__")
@@ -39,3 +48,33 @@ def tiny_toy_config(**changes) -> TrainConfig:
             obj = getattr(obj, p)
         setattr(obj, leaf, value)
     return cfg
+
+
+@contextlib.contextmanager
+def plugin_file(path: Path, source: str) -> Iterator[str]:
+    """Write a plug-in file and load it into this process (tests that validate configs naming
+    its envs; worker processes load it themselves through cfg.plugins); the registries, the
+    loaded plug-ins and their modules are restored afterwards."""
+    from mtrl import plugins
+    from mtrl.registry import REGISTRIES
+
+    for registry in REGISTRIES:
+        registry.names()
+    saved = [(r, dict(r._entries)) for r in REGISTRIES]
+    loaded, files = dict(plugins._loaded), dict(plugins._file_modules)
+    modules = set(sys.modules)
+    path.write_text(source)
+    plugins.load_plugins([str(path)])
+    try:
+        yield str(path)
+    finally:
+        for registry, entries in saved:
+            registry._entries.clear()
+            registry._entries.update(entries)
+        plugins._loaded.clear()
+        plugins._loaded.update(loaded)
+        plugins._file_modules.clear()
+        plugins._file_modules.update(files)
+        for name in set(sys.modules) - modules:
+            if name.startswith("mtrl_plugin_"):
+                del sys.modules[name]

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_toy_config
+from conftest import plugin_file, tiny_toy_config
 
 from mtrl import config as C
 from mtrl.agents import build_agent
@@ -315,28 +315,9 @@ for name, build in (("toy-faulty", build_faulty), ("toy-hanging", build_hanging)
 def plugin_envs(tmp_path):
     """The plug-ins above in one file, loaded here (validation) and by the workers
     (cfg.plugins); the registries are restored afterwards."""
-    from mtrl import plugins
-    from mtrl.registry import REGISTRIES
-
-    for registry in REGISTRIES:
-        registry.names()
-    saved = [(r, dict(r._entries)) for r in REGISTRIES]
-    loaded, files = dict(plugins._loaded), dict(plugins._file_modules)
-    modules = set(sys.modules)
-    path = tmp_path / "pipelined_test_envs.py"
-    path.write_text(FAULTY_PLUGIN + SLOW_PLUGIN.replace("import time\n", "", 1))
-    plugins.load_plugins([str(path)])
-    yield str(path)
-    for registry, entries in saved:
-        registry._entries.clear()
-        registry._entries.update(entries)
-    plugins._loaded.clear()
-    plugins._loaded.update(loaded)
-    plugins._file_modules.clear()
-    plugins._file_modules.update(files)
-    for name in set(sys.modules) - modules:
-        if name.startswith("mtrl_plugin_"):
-            del sys.modules[name]
+    source = FAULTY_PLUGIN + SLOW_PLUGIN.replace("import time\n", "", 1)
+    with plugin_file(tmp_path / "pipelined_test_envs.py", source) as path:
+        yield path
 
 
 def test_an_env_error_is_one_line_naming_the_task(plugin_envs):

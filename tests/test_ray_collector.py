@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_toy_config
+from conftest import apply_changes, plugin_file, tiny_toy_config
 
 from mtrl import config as C
 from mtrl.agents import build_agent
@@ -332,28 +332,8 @@ register_env("toy-broken", build_broken, task_names=_names,
 def faulty_envs(tmp_path):
     """The plug-in above, loaded here (validation) and by the runners (cfg.plugins); the
     registries are restored afterwards."""
-    from mtrl import plugins
-    from mtrl.registry import REGISTRIES
-
-    for registry in REGISTRIES:
-        registry.names()
-    saved = [(r, dict(r._entries)) for r in REGISTRIES]
-    loaded, files = dict(plugins._loaded), dict(plugins._file_modules)
-    modules = set(sys.modules)
-    path = tmp_path / "faulty_envs.py"
-    path.write_text(FAULTY_PLUGIN)
-    plugins.load_plugins([str(path)])
-    yield str(path)
-    for registry, entries in saved:
-        registry._entries.clear()
-        registry._entries.update(entries)
-    plugins._loaded.clear()
-    plugins._loaded.update(loaded)
-    plugins._file_modules.clear()
-    plugins._file_modules.update(files)
-    for name in set(sys.modules) - modules:
-        if name.startswith("mtrl_plugin_"):
-            del sys.modules[name]
+    with plugin_file(tmp_path / "faulty_envs.py", FAULTY_PLUGIN) as path:
+        yield path
 
 
 def test_an_env_error_is_one_line_naming_the_task(ray_session, faulty_envs):
@@ -560,13 +540,7 @@ def _impala_cfg(**changes):
     cfg.env.max_episode_steps = 7  # time limits inside the unrolls
     cfg.collector.name = "ray"
     cfg.collector.runners = 2
-    for key, value in changes.items():
-        obj = cfg
-        *parents, leaf = key.split("__")
-        for p in parents:
-            obj = getattr(obj, p)
-        setattr(obj, leaf, value)
-    return cfg
+    return apply_changes(cfg, changes)
 
 
 def _impala_parts(cfg):
