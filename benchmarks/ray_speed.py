@@ -17,9 +17,11 @@ Two measurements, each a ratio of two things timed in the same process in altern
   (``atari6_impala_vector_vs_a2c``) is shown too, so the cost of the remote hand-over and the
   cost of the learner's longer unroll are told apart. Both on the CPU here.
 
-The hand-over is synchronous (see :mod:`mtrl.collect.ray`): on one machine Ray's runners step
-in parallel with each other, not with the update; what remote runners buy is envs spread over
-machines, not overlap.
+Ray runs as the collector starts it (``mtrl.collect.ray.LOCAL_RAY_SYSTEM_CONFIG``: runners at
+the learner's niceness). The collection rows show both hand-overs: with ``collector.prefetch``
+(the default: the next chunk is requested as soon as one is returned, so the driver's work on
+a chunk overlaps the runners' stepping of the next) and without (request, wait, repeat). In
+the learning rows the runners of the prefetching IMPALA step the next unroll during the update.
 
     python benchmarks/ray_speed.py --json benchmarks/results/ray_speed.json
 """
@@ -91,16 +93,26 @@ def collection(chunks: list[int], steps: int, rounds: int) -> dict[str, Any]:
 
             for col in (vector, remote):  # warm up: first calls, caches
                 rate(col, 0, calls=2)
-            rates = alternate({"vector": lambda: rate(vector, 1), "ray": lambda: rate(remote, 1)},
-                              rounds)
+            def ray_rate(prefetch: bool, n: int = n, calls: int = calls) -> float:
+                remote.prefetch = prefetch
+                return rate(remote, 1, n, calls)
+
+            rates = alternate({"vector": lambda: rate(vector, 1),
+                               "ray": lambda: ray_rate(True),
+                               "ray_sync": lambda: ray_rate(False)}, rounds)
             out["chunks"][str(n)] = {
                 "vector_steps_per_s": statistics.median(rates["vector"]),
                 "ray2_steps_per_s": statistics.median(rates["ray"]),
+                "ray2_sync_steps_per_s": statistics.median(rates["ray_sync"]),
                 "ray2_vs_vector": paired(rates["ray"], rates["vector"]),
+                "ray2_sync_vs_vector": paired(rates["ray_sync"], rates["vector"]),
             }
-            print(f"MT10 collect(n={n:>3}): vector {statistics.median(rates['vector']):7.0f} "
-                  f"env steps/s, 2 Ray runners {statistics.median(rates['ray']):7.0f}; "
-                  f"ray/vector {out['chunks'][str(n)]['ray2_vs_vector']:.2f}", flush=True)
+            c = out["chunks"][str(n)]
+            print(f"MT10 collect(n={n:>3}): vector {c['vector_steps_per_s']:7.0f} env steps/s, "
+                  f"2 Ray runners {c['ray2_steps_per_s']:7.0f} (prefetch), "
+                  f"{c['ray2_sync_steps_per_s']:7.0f} (sync); ray/vector "
+                  f"{c['ray2_vs_vector']:.2f} (prefetch), {c['ray2_sync_vs_vector']:.2f} (sync)",
+                  flush=True)
         return out
     finally:
         remote.close()

@@ -87,7 +87,10 @@ class RayLauncher:
         if self._owns_ray:
             kw: dict[str, Any] = {"logging_level": logging.WARNING}
             if address is None:
+                from mtrl.collect.ray import LOCAL_RAY_SYSTEM_CONFIG
+
                 kw["include_dashboard"] = False
+                kw["_system_config"] = LOCAL_RAY_SYSTEM_CONFIG
             ray.init(address=address, **kw)
         self._task = ray.remote(max_retries=0)(_run_command).options(
             num_cpus=resources.get("cpu", 1.0), num_gpus=resources.get("gpu", 0.0))

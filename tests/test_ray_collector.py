@@ -22,7 +22,13 @@ from mtrl import config as C
 from mtrl.agents import build_agent
 from mtrl.agents.offpolicy import UniformWarmup
 from mtrl.collect import Transitions, VectorCollector
-from mtrl.collect.ray import RayCollector, act_seed, runner_seeds, split_envs
+from mtrl.collect.ray import (
+    LOCAL_RAY_SYSTEM_CONFIG,
+    RayCollector,
+    act_seed,
+    runner_seeds,
+    split_envs,
+)
 from mtrl.envs import make_env
 from mtrl.errors import CollectorError, ConfigError
 from mtrl.presets import get_preset
@@ -36,7 +42,7 @@ def ray_session():
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 log_to_driver=False)
+                 log_to_driver=False, _system_config=LOCAL_RAY_SYSTEM_CONFIG)
     yield ray
     if started:
         ray.shutdown()
@@ -81,7 +87,7 @@ def _assert_same(a: Transitions, b: Transitions, envs=slice(None), offset: int =
 def test_one_runner_steps_exactly_as_the_in_process_collector(ray_session):
     """Same seed, same warm-up generator, same weights and acting seed: the same transitions,
     step by step, in the warm-up and when acting with the agent."""
-    cfg = _cfg(collector__runners=1)
+    cfg = _cfg(collector__runners=1, collector__prefetch=False)
     col = RayCollector(cfg)
     vec = VectorCollector(make_env(cfg.env, seed=cfg.seed))
     try:
@@ -118,6 +124,8 @@ def test_two_runners_return_the_envs_in_global_order(ray_session):
     vec = VectorCollector(make_env(cfg.env, seed=cfg.seed))
     try:
         assert col.env_ids == [[0, 1, 2, 3], [4, 5, 6, 7]]
+        # Runners at the learner's priority (Ray's default worker niceness is 15).
+        assert [os.getpriority(os.PRIO_PROCESS, p) for p in col.runner_pids()] == [0, 0]
         assert col.info["tasks_per_runner"] == [["goal-0", "goal-1"], ["goal-2", "goal-3"]]
         np.testing.assert_array_equal(col.task_ids, vec.task_ids)
         assert col.spec.task_names == vec.spec.task_names
@@ -151,7 +159,7 @@ def test_two_runners_return_the_envs_in_global_order(ray_session):
 
 
 def test_policy_version_advances_with_publishes(ray_session):
-    cfg = _cfg(collector__publish_every=3)
+    cfg = _cfg(collector__publish_every=3, collector__prefetch=False)
     col = RayCollector(cfg)
     try:
         col.reset()
@@ -173,7 +181,7 @@ def test_policy_version_advances_with_publishes(ray_session):
 def test_state_dict_resumes_the_runners_exactly(ray_session, tmp_path):
     """A new collector (new runner processes) restored from a checkpointed state continues
     exactly where the first one stood: episodes, acting generators, publish schedule."""
-    cfg = _cfg(collector__publish_every=2)
+    cfg = _cfg(collector__publish_every=2, collector__prefetch=False)
     a = RayCollector(cfg)
     try:
         a.reset(seed=1)
@@ -194,6 +202,69 @@ def test_state_dict_resumes_the_runners_exactly(ray_session, tmp_path):
     try:
         b.load_state_dict(state)
         assert b.started
+        w.rng.bit_generator.state = w_state
+        for exp in expected:
+            got = b.collect(w, 7)
+            _assert_same(got, exp)
+            assert got.policy_version == exp.policy_version
+    finally:
+        b.close()
+
+
+def test_prefetch_returns_what_the_synchronous_hand_over_returns(ray_session):
+    """With a chunk kept in flight the runner steps the same envs with the same warm-up
+    actions: the in-process collector's chunks, in the same order (one runner: the same envs,
+    test_one_runner_steps_exactly_as_the_in_process_collector); the warm-up ends one chunk
+    later (the chunk in flight was drawn during it), and acting chunks then carry the versions
+    published one call earlier."""
+    cfg = _cfg(collector__runners=1)
+    pre = RayCollector(cfg)
+    vec = VectorCollector(make_env(cfg.env, seed=cfg.seed))
+    try:
+        assert pre.prefetch and pre.info["prefetch"]
+        assert "one update more" in pre.info["policy_lag"]
+        assert "one chunk longer" in pre.info["warmup"]
+        pre.reset(seed=4)
+        vec.reset(seed=4)
+        agent = _agent(pre, cfg)
+        wp, wv = _warmup(9, agent), _warmup(9, agent)
+        for _ in range(4):
+            _assert_same(pre.collect(wp, 30), vec.collect(wv, 30))
+        wp.warm = False
+        first = pre.collect(wp, 30)
+        assert first.policy_version == 0  # drawn in the warm-up
+        _assert_same(first, vec.collect(wv, 30))  # wv: still warm
+        assert [pre.collect(wp, 30).policy_version for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(CollectorError, match=r"n=30 .* prefetched.*prefetch=false"):
+            pre.collect(wp, 10)
+    finally:
+        pre.close()
+        vec.close()
+
+
+def test_state_dict_keeps_the_chunk_in_flight(ray_session, tmp_path):
+    """Saving waits for the chunk in flight and keeps it: the restored collector (new runner
+    processes) returns it first and then continues exactly as the first would have."""
+    cfg = _cfg(collector__publish_every=2)
+    a = RayCollector(cfg)
+    try:
+        a.reset(seed=1)
+        agent = _agent(a, cfg)
+        w = _warmup(2, agent)
+        a.collect(w, 7)
+        w.warm = False
+        for _ in range(3):
+            a.collect(w, 7)
+        torch.save(a.state_dict(), tmp_path / "state.pt")
+        w_state = w.rng.bit_generator.state
+        expected = [a.collect(w, 7) for _ in range(3)]
+    finally:
+        a.close()
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # checkpoint-safe
+    assert state["pending"]["n"] == 7 and state["pending"]["mode"] == "replay"
+    b = RayCollector(cfg)
+    try:
+        b.load_state_dict(state)
         w.rng.bit_generator.state = w_state
         for exp in expected:
             got = b.collect(w, 7)
@@ -464,7 +535,10 @@ def test_split_and_seeds():
 
 
 @pytest.mark.slow
-def test_toy_mtsac_learns_on_ray_runners(ray_session, tmp_path):
+@pytest.mark.parametrize("collect_steps", [1, 10])
+def test_toy_mtsac_learns_on_ray_runners(ray_session, tmp_path, collect_steps):
+    """toy-mtsac as shipped on two prefetching runners: one vector step per request, and
+    chunks of 10 (the same updates per env step): >= 0.9 success."""
     from mtrl.evaluation import evaluate_run
     from mtrl.runner import train
 
@@ -473,6 +547,7 @@ def test_toy_mtsac_learns_on_ray_runners(ray_session, tmp_path):
     cfg.log.progress_bar = False
     cfg.collector.name = "ray"
     cfg.collector.runners = 2
+    cfg.collect_steps = collect_steps
     train(cfg, tmp_path / "run")
     ev = evaluate_run(str(tmp_path / "run"))
     assert ev.result.success_mean >= 0.9, ev.result.table()
@@ -558,7 +633,7 @@ def test_impala_unrolls_carry_what_vtrace_needs(ray_session):
     network computes them on the same inputs; consecutive unrolls join up; with
     publish_every=1 the learner's update sees ρ = 1 (on-policy)."""
     C.validate(_impala_cfg())
-    col, agent, path = _impala_parts(_impala_cfg())
+    col, agent, path = _impala_parts(_impala_cfg(collector__prefetch=False))
     try:
         col.reset()
         cuts, last = 0, None
@@ -607,7 +682,7 @@ def test_impala_learner_corrects_for_the_runners_policy_lag(ray_session):
     """With publish_every=3 the runners act with weights up to 2 updates old: the chunks carry
     their version, and the learner's importance weights move away from 1 (V-trace's ρ, c)."""
     col, _, path = _impala_parts(_impala_cfg(collector__publish_every=3,
-                                             agent__impala__lr=0.05))
+                                             agent__impala__lr=0.05, collector__prefetch=False))
     try:
         col.reset()
         versions, rho = [], []
@@ -641,7 +716,9 @@ def test_impala_trains_on_ray_runners_checkpoints_and_resumes(ray_session, tmp_p
     assert result.env_steps == 800
     sa, sb = (load_file(CheckpointManager(tmp_path / n / "checkpoints").latest().path)
               for n in ("a", "b"))
-    assert sa["collector"]["kind"] == "ray" and sa["collector"]["version"] == 10
+    # One publish per update, and the one of the chunk in flight at the end (prefetch).
+    assert sa["collector"]["kind"] == "ray" and sa["collector"]["version"] == 10 + 1
+    assert sa["collector"]["pending"]["n"] == 5 and sb["collector"]["pending"]["n"] == 5
     for key, value in sa["agent"]["net"].items():
         torch.testing.assert_close(value, sb["agent"]["net"][key], rtol=0, atol=0)
 

@@ -301,3 +301,36 @@ def test_first_evaluation_is_of_the_untrained_policy_at_step_0(tmp_path):
         return torch.load(path, weights_only=True)["agent"]
 
     _assert_same_tensors(agent_at_400("a"), agent_at_400("b"))
+
+
+def test_collect_steps_keeps_the_updates_per_env_step(tmp_path):
+    """collect_steps=5: chunks of 5 vector steps, 5 updates after each (the warm-up's last
+    chunk: one, for its last step), so as many updates for the same env steps as with one
+    step per iteration; each chunk is acted by one behaviour (uniform during the warm-up)."""
+    from mtrl.agents.offpolicy import UniformWarmup
+
+    calls: list[tuple[int, bool]] = []
+    collect = runner.VectorCollector.collect
+
+    def spy(self, policy, n):
+        if isinstance(policy, UniformWarmup):
+            calls.append((n, policy.warm))
+        return collect(self, policy, n)
+
+    one = train(tiny_toy_config(checkpoint__every=0), tmp_path / "one")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner.VectorCollector, "collect", spy)
+        five = train(tiny_toy_config(collect_steps=5, checkpoint__every=0), tmp_path / "five")
+    assert one.env_steps == five.env_steps == 800
+    assert one.updates == five.updates == 800 // 8 - 200 // 8 + 1
+    # 8 envs: the warm-up is 25 vector steps; chunks start at 0, 5, ..., 95.
+    assert calls == [(5, True)] * 5 + [(5, False)] * 15
+    from mtrl import config as C
+    from mtrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="collect_steps=0 must be"):
+        C.validate(tiny_toy_config(collect_steps=0), memory=False)
+    cfg = tiny_toy_config(collect_steps=4)
+    cfg.agent.name = "mta2c"
+    with pytest.raises(ConfigError, match="collect_steps=4 is for the off-policy agents"):
+        C.validate(cfg, memory=False)

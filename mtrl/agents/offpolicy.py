@@ -3,14 +3,19 @@ task-stratified batches sampled from it (MT-SAC, Distral-SAC; distillation with 
 
 Each iteration:
 
-1. the behaviour policy acts for one vector step: uniform random actions in ``[-1, 1]`` during
-   the first ``warmup_steps`` env steps (Haarnoja et al. 2018's initial exploration; Meta-World+
-   MT-SAC), the agent's stochastic policy afterwards (or, for distillation, the teachers and/or
-   the student);
-2. the step's transitions are stored (``next_obs`` is the true next observation, also at a
+1. the behaviour policy acts for ``collect_steps`` vector steps (default one): uniform random
+   actions in ``[-1, 1]`` during the first ``warmup_steps`` env steps (Haarnoja et al. 2018's
+   initial exploration; Meta-World+ MT-SAC), the agent's stochastic policy afterwards (or, for
+   distillation, the teachers and/or the student);
+2. the steps' transitions are stored (``next_obs`` is the true next observation, also at a
    time limit; ``terminated`` is 1 only for true terminals);
-3. once the warm-up is over, ``updates_per_step`` updates, each on a fresh batch of
-   ``per_task`` samples of every task.
+3. ``updates_per_step`` updates for every one of those vector steps past the warm-up, each on
+   a fresh batch of ``per_task`` samples of every task.
+
+With ``collect_steps`` > 1 the updates per env step are the same and the data are acted by one
+policy per chunk, as Ape-X's actors (Horgan et al. 2018, "Distributed Prioritized Experience
+Replay", Sec. 3) send their experience in chunks: a chunk that starts in the warm-up is uniform
+throughout (the warm-up rounds up to whole chunks).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class ReplayDataPath:
         warmup_steps: int,
         updates_per_step: int,
         per_task: int,
+        collect_steps: int = 1,
         rng: np.random.Generator,
         save_with_checkpoint: bool = True,
         references: dict[str, Reference] | None = None,
@@ -73,6 +79,7 @@ class ReplayDataPath:
         self.num_envs = num_envs
         self.warm_vec = math.ceil(warmup_steps / num_envs)
         self.updates_per_step = updates_per_step
+        self.collect_steps = int(collect_steps)
         self.per_task = per_task
         self.rng = rng
         self.save_with_checkpoint = save_with_checkpoint
@@ -80,16 +87,17 @@ class ReplayDataPath:
 
     @property
     def vec_steps_per_iteration(self) -> int:
-        return 1
+        return self.collect_steps
 
     def iterate(self, collector: Collector, vec_step: int) -> Iteration:
         self.behaviour.warm = vec_step < self.warm_vec
-        tr = collector.collect(self.behaviour, 1)
+        tr = collector.collect(self.behaviour, self.collect_steps)
         self.store(tr)
         metrics = []
-        if vec_step + tr.num_steps >= self.warm_vec:
-            for _ in range(self.updates_per_step):
-                metrics.append(self.agent.update(self.buffer.sample(self.per_task)))
+        # Vector step t is followed by updates once t + 1 >= warm_vec (one step: as before).
+        past_warmup = vec_step + tr.num_steps - max(vec_step, self.warm_vec - 1)
+        for _ in range(max(0, past_warmup) * self.updates_per_step):
+            metrics.append(self.agent.update(self.buffer.sample(self.per_task)))
         return Iteration(tr, metrics)
 
     def env_steps_at_update(self, update: int) -> int:

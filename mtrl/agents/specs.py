@@ -394,7 +394,7 @@ def _replay_common(cfg: TrainConfig, env: EnvSpec) -> dict[str, Any]:
     from mtrl.seeding import derive_seed
 
     return {"num_envs": env.num_envs, "warmup_steps": cfg.warmup_steps,
-            "updates_per_step": cfg.updates_per_step,
+            "updates_per_step": cfg.updates_per_step, "collect_steps": cfg.collect_steps,
             "per_task": cfg.agent.batch_size // env.num_tasks,
             "rng": np.random.default_rng(derive_seed(cfg.seed, "warmup")),
             "save_with_checkpoint": cfg.replay.save_with_checkpoint}

@@ -188,6 +188,33 @@ class Transitions:
             last_obs=steps[-1].next_policy_obs,
         )
 
+    _ARRAYS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "task_id")
+    _EPISODES = ("step", "env", "task_id", "ret", "length", "success")
+
+    def to_state(self) -> dict[str, Any]:
+        """The chunk as tensors and ints (what ``torch.load(weights_only=True)`` reads back):
+        a collector's checkpoint keeps a chunk that was collected but not yet handed over."""
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a).copy())
+
+        state: dict[str, Any] = {k: t(getattr(self, k)) for k in self._ARRAYS}
+        state["episodes"] = {k: t(getattr(self.episodes, k)) for k in self._EPISODES}
+        state["policy_version"] = int(self.policy_version)
+        if self.last_obs is not None:
+            state["last_obs"] = t(self.last_obs)
+        state["extras"] = {k: t(v) for k, v in self.extras.items()}
+        return state
+
+    @staticmethod
+    def from_state(state: dict[str, Any]) -> Transitions:
+        """The inverse of :meth:`to_state`."""
+        arrays = {k: state[k].numpy() for k in Transitions._ARRAYS}
+        episodes = Episodes(**{k: state["episodes"][k].numpy() for k in Transitions._EPISODES})
+        return Transitions(**arrays, episodes=episodes,
+                           policy_version=int(state["policy_version"]),
+                           last_obs=state["last_obs"].numpy() if "last_obs" in state else None,
+                           extras={k: v.numpy() for k, v in state["extras"].items()})
+
     def step(self, t: int) -> Step:
         """Vector step ``t`` of the chunk (without episode statistics)."""
         return Step(self.obs[t], self.action[t], self.reward[t], self.next_obs[t],

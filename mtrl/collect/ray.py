@@ -6,7 +6,8 @@ This module is the only one that imports ``ray``, and only when a :class:`RayCol
 built (``collector.name=ray``; ``pip install 'mtrl[ray]'``): mtrl without Ray works as before.
 
 Design (the actor-learner split of IMPALA, Espeholt et al. 2018, "IMPALA: Scalable Distributed
-Deep-RL with Importance Weighted Actor-Learner Architectures", with a synchronous hand-over):
+Deep-RL with Importance Weighted Actor-Learner Architectures", with a hand-over at fixed points
+of the learner's loop, so that runs are reproducible):
 
 * **Runners.** ``collector.runners`` env-runner actors (Ray actors of :class:`EnvRunner`) each
   own a contiguous slice of the training envs, in env order: runner ``r`` builds its own
@@ -41,13 +42,24 @@ Deep-RL with Importance Weighted Actor-Learner Architectures", with a synchronou
   with a policy version that increases by one per publish (0: no weights, the warm-up). It
   publishes at a collect call when ``collector.publish_every`` updates have been made since the
   last publish (counted as the replay data path makes them: ``updates_per_step`` per vector
-  step once the warm-up is over; :meth:`RayCollector.publish` publishes at once). **Policy
-  lag:** runners act with the weights of the last publish, which are at most one publish old:
-  at most ``publish_every - 1`` updates behind the learner (``publish_every=1``, the default:
-  never behind, as in process). Every chunk carries the version that produced it. The
-  hand-over is synchronous (the learner waits for the runners' chunks, then updates), so which
-  weights produced which transitions does not depend on timing: seeded runs are reproducible.
-  The runners step their envs in parallel with each other, not with the learner's updates.
+  step, ``collect_steps`` vector steps per chunk, once the warm-up is over;
+  :meth:`RayCollector.publish` publishes at once). **Policy lag:** runners act with the
+  weights of the last publish, which are at most one publish old: at most
+  ``publish_every - 1`` updates behind the learner (``publish_every=1``, the default, without
+  prefetch: never behind, as in process). Every chunk carries the version that produced it.
+* **Prefetch** (``collector.prefetch``, default on): the runners keep one request in flight.
+  :meth:`RayCollector.collect` returns the chunk requested at the end of the previous call and,
+  before returning, requests the next one (publishing first if due), which the runners step
+  while the learner updates on what it got: the overlap of acting and learning of IMPALA's
+  actors (and of :mod:`mtrl.collect.pipelined` in process), and one round trip to the runners
+  hidden behind the learner's work instead of added to it. The price is one more update of
+  policy lag (the next chunk is asked for before the update on the last one) and a warm-up one
+  chunk longer (the chunk in flight when it ends was drawn during it). The chunk size must not
+  change between calls (the data paths ask for one size: 1 vector step for the replay agents,
+  the unroll length for IMPALA). Off (``false``), the learner asks for each chunk when it needs
+  it and waits. Either way the requests are made at fixed points of the learner's loop, with
+  the weights and warm-up actions of that point, so which weights produced which transitions
+  does not depend on timing: seeded runs are reproducible.
 * **Warm-up.** The uniform random actions of the replay data path's warm-up
   (:class:`~mtrl.agents.offpolicy.UniformWarmup`) are drawn in the learner, from the data
   path's own seeded generator, exactly as the in-process collector draws them, and sent to the
@@ -74,7 +86,9 @@ Deep-RL with Importance Weighted Actor-Learner Architectures", with a synchronou
   ...``) naming the runner's tasks, not a hang or a Ray traceback.
 * **Resume.** :meth:`RayCollector.state_dict` holds the policy version, the publish schedule
   and the last published weights, each runner's restart count, env state (random generators;
-  toy envs: their episodes in progress), current observations and acting generator.
+  toy envs: their episodes in progress), current observations and acting generator, and the
+  chunk that was in flight (waited for first, kept for the next ``collect``, so that saving
+  does not change what is collected and a resumed run returns it first).
 """
 
 from __future__ import annotations
@@ -83,6 +97,8 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -95,6 +111,13 @@ from mtrl.seeding import derive_seed
 if TYPE_CHECKING:
     from mtrl.config import TrainConfig
 
+#: Ray's settings for a Ray that mtrl starts itself on this machine. Ray runs its worker
+#: processes at niceness 15 by default (``worker_niceness``): env runners and launched seeds
+#: are the job itself, and at that niceness a learner on the same machine (niceness 0) takes
+#: the cores from them whenever it computes (on 2 cores, a runner's 2.5 ms vector step took
+#: ~75 ms during a learner's update; building its agent took 70 s instead of 2).
+#: On a cluster started with ``ray start``, set ``RAY_worker_niceness=0`` on the nodes.
+LOCAL_RAY_SYSTEM_CONFIG = {"worker_niceness": 0}
 #: Seconds the runners may take to start (build their envs) before the learner gives up.
 START_TIMEOUT_S = 900.0
 #: Tries (a second apart) to reach a runner that Ray is restarting.
@@ -314,6 +337,17 @@ class EnvRunner:
         return {"status": "ok"}
 
 
+@dataclass
+class _Request:
+    """Chunks asked of every runner: ``refs[r]`` is ``call(r, handle)``'s object ref (called
+    again for a runner that has to be recovered)."""
+
+    n: int
+    mode: str
+    call: Callable[[int, Any], Any]
+    refs: dict[int, Any]
+
+
 class RayCollector:
     """Remote env runners on Ray; see the module docstring for the design, the policy lag and
     what happens when a runner dies.
@@ -346,7 +380,8 @@ class RayCollector:
         self._handles: list[Any] = []
         if not ray.is_initialized():
             if c.address is None:
-                ray.init(include_dashboard=False, logging_level=logging.WARNING)
+                ray.init(include_dashboard=False, logging_level=logging.WARNING,
+                         _system_config=LOCAL_RAY_SYSTEM_CONFIG)
             else:
                 ray.init(address=c.address, logging_level=logging.WARNING)
             self._owns_ray = True
@@ -361,9 +396,12 @@ class RayCollector:
         self._weights: list[dict[str, torch.Tensor]] | None = None
         self._weights_ref: Any = None
         self._since_publish = 0
-        self._updates_per_collect = int(cfg.updates_per_step)
+        self._updates_per_collect = int(cfg.updates_per_step) * int(cfg.collect_steps)
         self._seed = int(cfg.seed)
         self._started = False
+        self._prefetch = bool(c.prefetch)
+        self._inflight: _Request | None = None  # the next chunk, stepping (prefetch)
+        self._ready: tuple[int, str, Transitions] | None = None  # (n, mode, chunk) held back
         self._warm_obs = np.zeros((self.num_envs, *self._spec.obs_shape), dtype=np.float32)
 
     # ------------------------------------------------------------------ start-up
@@ -445,6 +483,18 @@ class RayCollector:
         return self._started
 
     @property
+    def prefetch(self) -> bool:
+        """Whether a chunk is kept in flight (``collector.prefetch``); switching it waits for
+        the chunk in flight and drops it (the envs have stepped it)."""
+        return self._prefetch
+
+    @prefetch.setter
+    def prefetch(self, on: bool) -> None:
+        if bool(on) != self._prefetch:
+            self._drop_inflight()
+            self._prefetch = bool(on)
+
+    @property
     def info(self) -> dict[str, Any]:
         """What the run's metadata records about the collector."""
         return {
@@ -456,10 +506,16 @@ class RayCollector:
             "tasks_per_runner": self._runner_tasks,
             "publish_every": self.publish_every,
             "max_restarts": self.max_restarts,
+            "prefetch": self.prefetch,
             "policy_lag": (f"runners act with the weights of the last publish, at most "
                            f"publish_every - 1 = {self.publish_every - 1} update(s) behind the "
-                           "learner; chunks carry the policy version that produced them"),
-            "warmup": "uniform actions drawn in the learner (the data path's generator)",
+                           "learner" + ("; with prefetch the next chunk is requested before "
+                                        "the update on the last one: one update more"
+                                        if self.prefetch else "")
+                           + "; chunks carry the policy version that produced them"),
+            "warmup": ("uniform actions drawn in the learner (the data path's generator)"
+                       + ("; the chunk in flight when the warm-up ends was drawn during it: "
+                          "the warm-up is one chunk longer" if self.prefetch else "")),
             "seeds": "runner envs reset with seed + global env index; fresh seeds derived "
                      "from (seed, runner, restart count) after a restart",
         }
@@ -473,6 +529,7 @@ class RayCollector:
         """New episodes in every runner: runner ``r``'s envs seeded by :func:`runner_seeds`
         (``seed`` None: the run's seed)."""
         self._seed = int(self.cfg.seed if seed is None else seed)
+        self._drop_inflight()
         self._call_all(lambda r, h: h.reset.remote(self._reset_seeds(r),
                                                    act_seed(self._seed, r, self.restarts[r])))
         self._started = True
@@ -500,25 +557,58 @@ class RayCollector:
         ``policy``: the replay data path's behaviour
         (:class:`~mtrl.agents.offpolicy.UniformWarmup`; while ``warm`` its uniform actions are
         drawn here), or an agent (``policy_modules()`` and ``act``), which the runners act with
-        (see the module docstring for the weights they use)."""
-        from mtrl.agents.offpolicy import UniformWarmup
-
+        (see the module docstring for the weights they use). With ``collector.prefetch`` the
+        chunk returned is the one requested at the end of the previous call (if any), and the
+        next one is requested before returning."""
         if not self._started:
             raise RuntimeError("reset() the collector before collecting")
         if n < 1:
             raise ValueError(f"n={n}: collect at least one vector step")
+        from mtrl.agents.offpolicy import UniformWarmup
+
+        mode = self._mode(policy)
+        if self._ready is None and self._inflight is not None:
+            req = self._inflight
+            self._inflight = None
+            self._ready = (req.n, req.mode, self._gather(req))
+        if self._ready is not None:
+            got_n, got_mode, tr = self._ready
+            if (got_n, got_mode) != (n, mode):
+                raise CollectorError(
+                    f"collect(n={n}, {mode}) while a chunk of n={got_n} ({got_mode}) was "
+                    "prefetched: with collector.prefetch the data path must ask for chunks of "
+                    "one size; set collector.prefetch=false")
+            self._ready = None
+        else:
+            tr = self._gather(self._request(policy, n, mode))
+        if not (isinstance(policy, UniformWarmup) and policy.warm):
+            # Past the warm-up the learner updates on every chunk: the publish schedule counts
+            # its updates (the replay path's updates_per_step; one per on-policy chunk).
+            self._since_publish += self._updates_per_collect if mode == "replay" else 1
+        if self.prefetch:
+            self._inflight = self._request(policy, n, mode)
+        return tr
+
+    def _mode(self, policy: Any) -> str:
+        """``replay`` (the uniform warm-up or an agent's ``act``) or ``rollout`` (an on-policy
+        data path that takes remote rollouts)."""
+        if getattr(policy, "remote_rollouts", False):
+            return "rollout"
+        return "replay"
+
+    def _request(self, policy: Any, n: int, mode: str) -> _Request:
+        """Ask every runner for its share of ``n`` vector steps acted by ``policy`` (drawing
+        the warm-up's actions, or publishing the weights if due, now)."""
+        from mtrl.agents.offpolicy import UniformWarmup
+
         actions: np.ndarray | None = None
-        mode = "replay"
-        updates = self._updates_per_collect
         if isinstance(policy, UniformWarmup) and policy.warm:
             actions = np.stack([policy.act(self._warm_obs, self.task_ids) for _ in range(n)])
         else:
-            if getattr(policy, "remote_rollouts", False):
-                # An on-policy data path: the runners act with its agent's rollout step and
-                # return the extras its learner needs; it makes one update per chunk.
-                agent, mode, updates = policy.agent, "rollout", 1
-            else:
-                agent = policy.agent if isinstance(policy, UniformWarmup) else policy
+            # An on-policy data path (rollout): the runners act with its agent's rollout step
+            # and return the extras its learner needs; it makes one update per chunk.
+            agent = policy.agent if mode == "rollout" or isinstance(policy, UniformWarmup) \
+                else policy
             if not callable(getattr(agent, "policy_modules", None)):
                 raise TypeError(
                     f"the Ray collector acts with the uniform warm-up, an agent's own policy "
@@ -526,16 +616,26 @@ class RayCollector:
                     f"not with {type(policy).__name__}")
             if self._weights_ref is None or self._since_publish >= self.publish_every:
                 self.publish(agent)
+        weights, version = [self._weights_ref], self.version
 
         def call(r: int, h: Any) -> Any:
             ids = self.env_ids[r]
             part = None if actions is None else actions[:, ids[0]:ids[-1] + 1]
-            return h.collect.remote(n, part, [self._weights_ref], self.version, mode)
+            return h.collect.remote(n, part, weights, version, mode)
 
-        outs = self._call_all(call)
-        if actions is None:
-            self._since_publish += updates
+        return _Request(n, mode, call, self._submit(call))
+
+    def _gather(self, req: _Request) -> Transitions:
+        outs = self._wait(req.call, req.refs)
         return self._merge([o["transitions"] for o in outs])
+
+    def _drop_inflight(self) -> None:
+        """Forget the chunk in flight (waited for: the runners' envs have stepped it) and any
+        chunk held back; before a reset or a restore, which start the envs afresh."""
+        req, self._inflight, self._ready = self._inflight, None, None
+        if req is not None:
+            with contextlib.suppress(Exception):  # a failed chunk is not wanted either
+                self._wait(req.call, req.refs)
 
     def _merge(self, chunks: list[Transitions]) -> Transitions:
         offsets = [ids[0] for ids in self.env_ids]
@@ -569,11 +669,24 @@ class RayCollector:
     def _call_all(self, call: Any) -> list[dict[str, Any]]:
         """``call(r, handle)`` (an object ref) on every runner; a runner that died or restarted
         is recovered (:meth:`_recover`) and called again."""
+        return self._wait(call, self._submit(call))
+
+    def _submit(self, call: Any) -> dict[int, Any]:
+        return {r: call(r, h) for r, h in enumerate(self._handles)}
+
+    def _wait(self, call: Any, submitted: dict[int, Any]) -> list[dict[str, Any]]:
+        """The results of ``submitted`` (runner -> object ref of ``call(r, handle)``): one
+        ``ray.get`` of all when every runner answers, else runner by runner, recovering a runner
+        that died or restarted and calling it again."""
         ray = self._ray
         from mtrl.agents.base import NonFiniteActionError
 
-        refs = {r: call(r, h) for r, h in enumerate(self._handles)}
+        refs = dict(submitted)
         out: dict[int, dict[str, Any]] = {}
+        with contextlib.suppress(ray.exceptions.RayActorError):
+            results = ray.get([refs[r] for r in range(self.num_runners)])
+            if all(res["status"] == "ok" for res in results):
+                return results  # the common case: one wait for all runners
         lost = [0] * self.num_runners
         while refs:
             r = next(iter(refs))
@@ -635,9 +748,20 @@ class RayCollector:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        """The learner's side (publish schedule, weights, restarts), every runner's state and,
+        with prefetch, the chunk in flight (waited for and held back for the next
+        :meth:`collect`: saving does not change what is collected)."""
+        if self._inflight is not None:
+            req, self._inflight = self._inflight, None
+            self._ready = (req.n, req.mode, self._gather(req))
         runners = [o["state"] for o in self._call_all(lambda r, h: h.state.remote())]
+        pending = None
+        if self._ready is not None:
+            n, mode, tr = self._ready
+            pending = {"n": n, "mode": mode, "chunk": tr.to_state()}
         return {
             "kind": "ray",
+            "pending": pending,
             "env_ids": [list(ids) for ids in self.env_ids],
             "seed": self._seed,
             "version": self.version,
@@ -655,6 +779,7 @@ class RayCollector:
                   "the envs start new episodes", file=sys.stderr)
             self.reset(seed=self.cfg.seed)
             return
+        self._drop_inflight()
         self._seed = int(state["seed"])
         self.version = int(state["version"])
         self._since_publish = int(state["since_publish"])
@@ -668,10 +793,15 @@ class RayCollector:
         except BaseException:
             self._started = False
             raise
+        pending = state.get("pending")
+        if pending is not None:
+            self._ready = (int(pending["n"]), str(pending["mode"]),
+                           Transitions.from_state(pending["chunk"]))
 
     def close(self) -> None:
         """Stop the runners (and the Ray session this collector started)."""
         ray = self._ray
+        self._inflight = self._ready = None
         for h in self._handles:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(h, no_restart=True)
