@@ -222,7 +222,7 @@ def test_prefetch_returns_what_the_synchronous_hand_over_returns(ray_session):
     vec = VectorCollector(make_env(cfg.env, seed=cfg.seed))
     try:
         assert pre.prefetch and pre.info["prefetch"]
-        assert "one update more" in pre.info["policy_lag"]
+        assert "1 update(s) more" in pre.info["policy_lag"]
         assert "one chunk longer" in pre.info["warmup"]
         pre.reset(seed=4)
         vec.reset(seed=4)

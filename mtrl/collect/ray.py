@@ -510,7 +510,8 @@ class RayCollector:
             "policy_lag": (f"runners act with the weights of the last publish, at most "
                            f"publish_every - 1 = {self.publish_every - 1} update(s) behind the "
                            "learner" + ("; with prefetch the next chunk is requested before "
-                                        "the update on the last one: one update more"
+                                        "the learner's updates on the last one: "
+                                        f"{self._updates_per_collect} update(s) more"
                                         if self.prefetch else "")
                            + "; chunks carry the policy version that produced them"),
             "warmup": ("uniform actions drawn in the learner (the data path's generator)"
