@@ -178,37 +178,44 @@ def test_policy_version_advances_with_publishes(ray_session):
         col.close()
 
 
-def test_state_dict_resumes_the_runners_exactly(ray_session, tmp_path):
-    """A new collector (new runner processes) restored from a checkpointed state continues
-    exactly where the first one stood: episodes, acting generators, publish schedule."""
-    cfg = _cfg(collector__publish_every=2, collector__prefetch=False)
+def _resume_round_trip(cfg, tmp_path, before: list[int], n: int) -> dict:
+    """Collect chunks of ``before`` sizes (the first in the warm-up), save the state through
+    torch.save/load(weights_only=True), collect 3 chunks of ``n``; a new collector (new runner
+    processes) restored from the state returns the same 3 chunks. Returns the state."""
     a = RayCollector(cfg)
     try:
         a.reset(seed=1)
-        agent = _agent(a, cfg)
-        w = _warmup(2, agent)
-        a.collect(w, 10)
+        w = _warmup(2, _agent(a, cfg))
+        a.collect(w, before[0])
         w.warm = False
-        a.collect(w, 1)
-        a.collect(w, 1)
+        for k in before[1:]:
+            a.collect(w, k)
         torch.save(a.state_dict(), tmp_path / "state.pt")
         w_state = w.rng.bit_generator.state
-        expected = [a.collect(w, 7) for _ in range(3)]
+        expected = [a.collect(w, n) for _ in range(3)]
     finally:
         a.close()
     state = torch.load(tmp_path / "state.pt", weights_only=True)  # checkpoint-safe
-    assert state["version"] == 1 and state["since_publish"] == 2  # publishes next call
     b = RayCollector(cfg)
     try:
         b.load_state_dict(state)
         assert b.started
         w.rng.bit_generator.state = w_state
         for exp in expected:
-            got = b.collect(w, 7)
+            got = b.collect(w, n)
             _assert_same(got, exp)
             assert got.policy_version == exp.policy_version
     finally:
         b.close()
+    return state
+
+
+def test_state_dict_resumes_the_runners_exactly(ray_session, tmp_path):
+    """A new collector (new runner processes) restored from a checkpointed state continues
+    exactly where the first one stood: episodes, acting generators, publish schedule."""
+    cfg = _cfg(collector__publish_every=2, collector__prefetch=False)
+    state = _resume_round_trip(cfg, tmp_path, [10, 1, 1], 7)
+    assert state["version"] == 1 and state["since_publish"] == 2  # publishes next call
 
 
 def test_prefetch_returns_what_the_synchronous_hand_over_returns(ray_session):
@@ -245,33 +252,8 @@ def test_prefetch_returns_what_the_synchronous_hand_over_returns(ray_session):
 def test_state_dict_keeps_the_chunk_in_flight(ray_session, tmp_path):
     """Saving waits for the chunk in flight and keeps it: the restored collector (new runner
     processes) returns it first and then continues exactly as the first would have."""
-    cfg = _cfg(collector__publish_every=2)
-    a = RayCollector(cfg)
-    try:
-        a.reset(seed=1)
-        agent = _agent(a, cfg)
-        w = _warmup(2, agent)
-        a.collect(w, 7)
-        w.warm = False
-        for _ in range(3):
-            a.collect(w, 7)
-        torch.save(a.state_dict(), tmp_path / "state.pt")
-        w_state = w.rng.bit_generator.state
-        expected = [a.collect(w, 7) for _ in range(3)]
-    finally:
-        a.close()
-    state = torch.load(tmp_path / "state.pt", weights_only=True)  # checkpoint-safe
+    state = _resume_round_trip(_cfg(collector__publish_every=2), tmp_path, [7, 7, 7, 7], 7)
     assert state["pending"]["n"] == 7 and state["pending"]["mode"] == "replay"
-    b = RayCollector(cfg)
-    try:
-        b.load_state_dict(state)
-        w.rng.bit_generator.state = w_state
-        for exp in expected:
-            got = b.collect(w, 7)
-            _assert_same(got, exp)
-            assert got.policy_version == exp.policy_version
-    finally:
-        b.close()
 
 
 # --------------------------------------------------------------------------------------------
