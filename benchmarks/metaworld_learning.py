@@ -40,14 +40,12 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sac_vs_sb3_learning import Job, run_job, summarize
+from sac_vs_sb3_learning import Job, run_jobs, summarize
 from sac_vs_sb3_table import per_task_table, plot, row
 
 SINGLE_TASKS = ["drawer-close-v3", "reach-v3", "window-open-v3", "button-press-topdown-v3"]
@@ -161,17 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(jobs) - len(todo)} of {len(jobs)} runs of the plan already done; running "
               f"{len(todo)}, {args.jobs} at once, {threads} torch thread(s) each", flush=True)
         save()
-    if todo:
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
-            futures = {ex.submit(run_job, j): j for j in todo}
-            for fut in as_completed(futures):
-                j = futures[fut]
-                res = fut.result()
-                results.append(res)
-                save()
-                curve = " ".join(f"{k}:{v:.2f}" for k, v in res["success"].items())
-                print(f"{j.side} {j.task} seed {j.seed}: {curve} ({res['minutes']:.0f} min)",
-                      flush=True)
+    def done_one(j: Job, res: dict[str, Any]) -> None:
+        results.append(res)
+        save()
+
+    run_jobs(todo, args.jobs, done_one)
     keys = {j.key() for j in jobs} if not args.report else {r["key"] for r in results}
     return 0 if report([r for r in results if r["key"] in keys], args.plot) else 1
 

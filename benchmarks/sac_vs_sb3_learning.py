@@ -242,6 +242,22 @@ def run_job(job: Job) -> dict[str, Any]:
     }
 
 
+def run_jobs(todo: list[Job], jobs: int, done: Any) -> None:
+    """Run ``todo``, ``jobs`` processes at once (spawned); ``done(job, result)`` as each ends,
+    after printing its curve."""
+    if not todo:
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
+        futures = {ex.submit(run_job, j): j for j in todo}
+        for fut in as_completed(futures):
+            j = futures[fut]
+            res = fut.result()
+            curve = " ".join(f"{k}:{v:.2f}" for k, v in res["success"].items())
+            print(f"{j.side} {j.task} seed {j.seed}: {curve} ({res['minutes']:.1f} min)",
+                  flush=True)
+            done(j, res)
+
+
 def summarize(results: list[dict[str, Any]], task: str) -> dict[str, Any]:
     """Mean success over seeds per eval step and side; mtrl − SB3 at the final step and
     averaged over the eval steps both sides have."""
@@ -358,16 +374,11 @@ def main(argv: list[str] | None = None) -> int:
                 {"runs": results, "summary": summarize(
                     [r for r in results if r["key"] in wanted], args.task)}, indent=1))
 
-    if todo:
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
-            futures = {ex.submit(run_job, j): j for j in todo}
-            for fut in as_completed(futures):
-                j = futures[fut]
-                res = fut.result()
-                results.append(res)
-                curve = " ".join(f"{k}:{v:.2f}" for k, v in res["success"].items())
-                print(f"{j.side} seed {j.seed}: {curve} ({res['minutes']:.1f} min)", flush=True)
-                save()
+    def done_one(j: Job, res: dict[str, Any]) -> None:
+        results.append(res)
+        save()
+
+    run_jobs(todo, args.jobs, done_one)
     summary = summarize([r for r in results if r["key"] in wanted], args.task)
     save()
     print_summary(summary)
