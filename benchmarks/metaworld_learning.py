@@ -14,9 +14,12 @@ The plan (``--part``):
 Every run is one (side, task, seed) of :mod:`sac_vs_sb3_learning` (that module's docstring says
 how the two sides are made identical: same envs, seeds, hyperparameters, and the *same*
 evaluation function), run in its own process, ``--jobs`` at once. Finished runs are appended to
-``--json`` as they end and skipped when the command is run again with the same plan, so the job
-can be stopped (Ctrl-C, or the machine going away) and continued: what is lost is the runs in
-progress. ``--import`` takes finished runs of the same settings from files of
+``--json`` as they end and skipped when the command is run again with the same plan, and every
+run saves its whole training state in ``--work-dir`` (default ``runs/metaworld_learning``) at
+each evaluation, so the job can be stopped (Ctrl-C, or the machine going away) and continued:
+a run in progress continues from its last evaluation (the result lists the steps it resumed
+at). A run's directory is deleted once its result is in ``--json``; an MT10 run's state is
+~0.5 GB on each side. ``--import`` takes finished runs of the same settings from files of
 ``sac_vs_sb3_learning.py``. At the end (and with ``--report`` without running anything) it
 prints, for every task, the mean success of both sides at three points of the curve, mtrl −
 SB3 at the end and over the curve with standard errors over seeds, MT10's success per task for
@@ -45,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sac_vs_sb3_learning import Job, run_jobs, summarize
+from sac_vs_sb3_learning import Job, progress, run_jobs, summarize
 from sac_vs_sb3_table import per_task_table, plot, row
 
 SINGLE_TASKS = ["drawer-close-v3", "reach-v3", "window-open-v3", "button-press-topdown-v3"]
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--import", dest="imports", nargs="*", type=Path, default=[],
                    help="result files of sac_vs_sb3_learning.py: their runs of this plan count "
                         "as done")
+    p.add_argument("--work-dir", type=Path, default=Path("runs/metaworld_learning"),
+                   help="each run's saved state, to continue a stopped run from its last "
+                        "evaluation")
     p.add_argument("--report", action="store_true", help="run nothing; report --json")
     p.add_argument("--plot", type=Path, default=None, help="write the success curves here")
     args = p.parse_args(argv)
@@ -163,9 +169,26 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         save()
 
-    run_jobs(todo, args.jobs, done_one)
+    run_jobs(todo, args.jobs, done_one, args.work_dir)
     keys = {j.key() for j in jobs} if not args.report else {r["key"] for r in results}
-    return 0 if report([r for r in results if r["key"] in keys], args.plot) else 1
+    ok = report([r for r in results if r["key"] in keys], args.plot)
+    report_progress([j for j in jobs if j.key() not in done], args.work_dir)
+    return 0 if ok else 1
+
+
+def report_progress(unfinished: list[Job], work_dir: Path) -> None:
+    """Print the curves so far of the plan's runs that are saved in ``work_dir`` unfinished
+    (a stopped job, or one still running in another process)."""
+    lines = []
+    for j in unfinished:
+        curve = progress(work_dir, j)
+        if curve:
+            points = " ".join(f"{k // 1000}k:{v:.2f}" for k, v in curve.items())
+            lines.append(f"- {j.side} `{j.task}` seed {j.seed} ({j.steps // 1000}k planned): "
+                         f"{points}")
+    if lines:
+        print(f"\nRuns in progress (success at each evaluation so far; state in {work_dir}):")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

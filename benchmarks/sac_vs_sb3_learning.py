@@ -18,7 +18,14 @@ per goal, success if the flag is ever 1) at the same env steps.
 Every (side, seed) is its own process; ``--jobs`` of them run at once, each with
 ``cores // jobs`` torch threads. Results are appended to ``--json`` as they finish, and runs
 already in that file (same task, side, seed, steps and settings) are not repeated, so a long
-sweep can be stopped and continued. Prints the success curves per seed, their means over seeds
+sweep can be stopped and continued. With ``--work-dir DIR`` a run itself is resumable: both
+sides save their whole training state at every evaluation (mtrl its own checkpoint with the
+replay buffer; SB3 its networks, optimizers, temperature, replay buffer and generator states,
+in files read back without unpickling), and a run started again continues from its last save;
+the result records the steps it resumed at (``resumed_at``). Evaluations fall on episode
+boundaries (Meta-World episodes are 500 steps), so a resumed run differs from an uninterrupted
+one only in the random numbers of the episodes after the resume. A finished run's directory is
+deleted once its result is in ``--json``. Prints the success curves per seed, their means over seeds
 and the verdict: mtrl's mean success minus SB3's at the final budget and averaged over the
 curve (the acceptance asks for ≥ −0.1, i.e. within one episode in ten).
 
@@ -32,13 +39,18 @@ Examples (2-core machine; ~8 min per single-task side at 20k steps with ``--jobs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import pickle
+import re
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -69,6 +81,11 @@ class Job:
                 f"b{self.batch_size}|e{self.eval_every}x{self.eval_episodes}{extra}")
 
 
+def job_dir(work_dir: Path, job: Job) -> Path:
+    """The directory of ``job``'s resumable state under ``work_dir`` (its key, made a name)."""
+    return work_dir / re.sub(r"[^A-Za-z0-9._=-]", "_", job.key())
+
+
 def _env_config(task: str) -> Any:
     from mtrl.config import EnvConfig
 
@@ -81,8 +98,12 @@ Curve = dict[int, tuple[float, float, dict[str, float]]]
 """env step → (mean success, mean return, success per task)."""
 
 
-def _run_mtrl(job: Job, run_dir: Path) -> Curve:
+def _run_mtrl(job: Job, run_dir: Path, resumable: bool) -> tuple[Curve, int | None]:
+    """Train and evaluate ``job`` in ``run_dir``; with ``resumable``, checkpoint at every
+    evaluation and continue from the last checkpoint in ``run_dir`` if there is one. Returns the
+    curve and the env step it resumed at (None: started afresh)."""
     from mtrl import config as C
+    from mtrl.checkpoint import CheckpointManager
     from mtrl.presets import get_preset
     from mtrl.runner import train
 
@@ -97,19 +118,52 @@ def _run_mtrl(job: Job, run_dir: Path) -> Curve:
     cfg.eval.episodes_per_task = job.eval_episodes
     cfg.eval.final = True
     cfg.eval.at_start = False  # the SB3 side has no step-0 evaluation
-    cfg.checkpoint.every = 0
+    cfg.checkpoint.every = job.eval_every if resumable else 0
+    cfg.checkpoint.keep_last = 1
     cfg.log.progress_bar = False
     cfg.log.every = max(1000, job.eval_every // 5)
     for item in job.overrides:  # an elimination experiment: one setting changed
         key, _, value = item.partition("=")
         C.set_override(cfg, key, value)
-    train(cfg, run_dir)
+    last = CheckpointManager(run_dir / "checkpoints").latest() if resumable else None
+    if last is None and run_dir.exists():
+        # Stopped before its first checkpoint: keep what it wrote, start a new run beside it.
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.no-checkpoint-{time.time_ns()}"))
+    train(cfg, run_dir, resume=last is not None)
+    return _mtrl_curve(run_dir), (last.step if last is not None else None)
+
+
+def _mtrl_curve(run_dir: Path) -> Curve:
+    """The evaluations an mtrl run has written so far."""
     curve: Curve = {}
     for f in sorted((run_dir / "eval").glob("step_*.json")):
         d = json.loads(f.read_text())
         per_task = {t: float(v["success"]) for t, v in d["tasks"].items()}
         curve[int(d["step"])] = (float(d["success_mean"]), float(d["return_mean"]), per_task)
     return curve
+
+
+def progress(work_dir: Path, job: Job) -> dict[int, float]:
+    """Mean success at each evaluation so far of ``job``'s unfinished run under ``work_dir``
+    (empty if it has none): what a multi-hour job has shown before it ends."""
+    d = job_dir(work_dir, job)
+    try:
+        if job.side == "mtrl":
+            curve = _mtrl_curve(d / "run")
+        else:
+            import torch
+
+            latest = _SB3State(d / "sb3").latest()
+            if latest is None:
+                return {}
+            saved = json.loads(torch.load(latest / "state.pt", weights_only=True)["curve"])
+            curve = {int(k): tuple(v) for k, v in saved.items()}
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError,
+            pickle.UnpicklingError) as e:
+        print(f"warning: progress of {d} unreadable ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return {}
+    return {k: float(v[0]) for k, v in sorted(curve.items())}
 
 
 class _GymVecForSB3:
@@ -127,7 +181,11 @@ class _GymVecForSB3:
                                  env.single_action_space)
 
             def reset(self) -> np.ndarray:
-                obs, _ = self.env.reset(seed=seed)
+                # SB3 seeds its env once at construction (``seed()``: the run's seed, as
+                # before) and again when a saved run resumes.
+                first = self._seeds[0] if self._seeds else None
+                obs, _ = self.env.reset(seed=seed if first is None else first)
+                self._reset_seeds()
                 return np.asarray(obs, dtype=np.float32)
 
             def step_async(self, actions: np.ndarray) -> None:
@@ -162,7 +220,102 @@ class _GymVecForSB3:
         return _Impl()
 
 
-def _run_sb3(job: Job) -> Curve:
+_SB3_BUFFER = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+class _SB3State:
+    """A resumable SB3 SAC run in ``directory``: ``ckpt-<step>/`` holds ``state.pt`` (networks,
+    optimizers, temperature, counters, generator states and the curve so far, all tensors and
+    plain values, read with ``torch.load(weights_only=True)``) and ``replay.npz`` (the filled
+    part of the replay buffer, ``allow_pickle=False``); ``latest`` names the newest complete
+    one and is replaced atomically after it is written, then the older one is removed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def latest(self) -> Path | None:
+        try:
+            name = (self.dir / "latest").read_text().strip()
+        except FileNotFoundError:
+            return None
+        path = self.dir / name
+        if not re.fullmatch(r"ckpt-\d+", name) or not (path / "state.pt").is_file():
+            raise SystemExit(f"sac_vs_sb3_learning: {self.dir / 'latest'} names no saved "
+                             f"state ({name[:80]!r}); move {self.dir} away to start afresh")
+        return path
+
+    def save(self, model: Any, curve: Curve, resumed_at: list[int]) -> None:
+        import torch
+
+        from mtrl.seeding import rng_state
+
+        step = int(model.num_timesteps)
+        tmp = self.dir / f".ckpt-{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # a save this process's predecessor left half
+        tmp.mkdir(parents=True)
+        buf = model.replay_buffer
+        n = buf.buffer_size if buf.full else buf.pos
+        np.savez(tmp / "replay.npz", pos=np.int64(buf.pos), full=np.bool_(buf.full),
+                 **{k: getattr(buf, k)[:n] for k in _SB3_BUFFER})
+        torch.save({
+            "step": step, "n_updates": int(model._n_updates),
+            "episode_num": int(model._episode_num),
+            "policy": model.policy.state_dict(),
+            "actor_opt": model.actor.optimizer.state_dict(),
+            "critic_opt": model.critic.optimizer.state_dict(),
+            "log_ent_coef": model.log_ent_coef.detach().clone(),
+            "ent_opt": model.ent_coef_optimizer.state_dict(),
+            "rng": rng_state(),
+            "curve": json.dumps({str(k): v for k, v in curve.items()}),
+            "resumed_at": list(resumed_at),
+        }, tmp / "state.pt")
+        final = self.dir / f"ckpt-{step}"
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        previous = self.latest()
+        (self.dir / "latest.tmp").write_text(final.name)
+        os.replace(self.dir / "latest.tmp", self.dir / "latest")
+        if previous is not None and previous != final:
+            shutil.rmtree(previous)
+
+    def load(self, model: Any, path: Path) -> tuple[Curve, list[int]]:
+        """Restore ``model`` (built as for a fresh run) from ``path``; the curve so far and
+        the steps of earlier resumes."""
+        import torch
+
+        from mtrl.seeding import set_rng_state
+
+        try:
+            st = torch.load(path / "state.pt", weights_only=True)
+            with np.load(path / "replay.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in (*_SB3_BUFFER, "pos", "full")}
+            model.policy.load_state_dict(st["policy"])
+            model.actor.optimizer.load_state_dict(st["actor_opt"])
+            model.critic.optimizer.load_state_dict(st["critic_opt"])
+            with torch.no_grad():
+                model.log_ent_coef.copy_(st["log_ent_coef"])
+            model.ent_coef_optimizer.load_state_dict(st["ent_opt"])
+            buf = model.replay_buffer
+            for k in _SB3_BUFFER:
+                getattr(buf, k)[:len(arrays[k])] = arrays[k]
+            buf.pos, buf.full = int(arrays["pos"]), bool(arrays["full"])
+            model.num_timesteps = int(st["step"])
+            model._n_updates = int(st["n_updates"])
+            model._episode_num = int(st["episode_num"])
+            set_rng_state(st["rng"])
+            curve = {int(k): (v[0], v[1], v[2]) for k, v in json.loads(st["curve"]).items()}
+            return curve, [int(s) for s in st["resumed_at"]]
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError,
+                AttributeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            raise SystemExit(f"sac_vs_sb3_learning: cannot resume from {path}: "
+                             f"{type(e).__name__}: {' '.join(str(e).split())[:200]}; move it "
+                             "away to start afresh") from None
+
+
+def _run_sb3(job: Job, state_dir: Path | None) -> tuple[Curve, list[int]]:
+    """Train and evaluate ``job`` with stable-baselines3; with ``state_dir``, save the run at
+    every evaluation and continue from the last save there. Returns the curve and the env
+    steps the run resumed at."""
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* ids)
     from stable_baselines3 import SAC
@@ -188,6 +341,16 @@ def _run_sb3(job: Job) -> Curve:
                 buffer_size=1_000_000)
     n_envs = model.n_envs
     curve: Curve = {}
+    resumed_at: list[int] = []
+    saver = _SB3State(state_dir) if state_dir is not None else None
+    last = saver.latest() if saver is not None else None
+    if saver is not None and last is not None:
+        curve, resumed_at = saver.load(model, last)
+        resumed_at.append(model.num_timesteps)
+        # Start new episodes (the save was at an episode boundary) from seeds of their own.
+        model.env.seed(derive_seed(job.seed, f"resume{model.num_timesteps}") % 2**31)
+        print(f"sb3 {job.task} seed {job.seed}: resumed at step {model.num_timesteps:,}",
+              flush=True)
 
     class Adapter:
         def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = True
@@ -205,32 +368,55 @@ def _run_sb3(job: Job) -> Curve:
               flush=True)
 
     class Callback(BaseCallback):
+        save_due = False
+
         def _on_step(self) -> bool:
             n = self.num_timesteps
             if n // job.eval_every != (n - n_envs) // job.eval_every and n < job.steps:
                 run_eval(n)
+                self.save_due = saver is not None
             return True
 
-    model.learn(job.steps, callback=Callback())
+        def _on_rollout_start(self) -> None:
+            # After the step that evaluated: its transition is stored and its update done.
+            if self.save_due and saver is not None:
+                saver.save(model, curve, resumed_at)
+                self.save_due = False
+
+    model.learn(job.steps - model.num_timesteps, callback=Callback(),
+                reset_num_timesteps=not resumed_at)
     run_eval(model.num_timesteps)
     eval_env.close()
     env.close()
-    return curve
+    return curve, resumed_at
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """One training run (its own process); returns its evaluation curve."""
+def run_job(job: Job, work_dir: Path | None = None) -> dict[str, Any]:
+    """One training run (its own process); returns its evaluation curve. With ``work_dir`` the
+    run saves its state in :func:`job_dir` at every evaluation and continues from there when
+    started again (one process at a time: the directory is locked)."""
     import torch
+
+    from mtrl.rundir import ResumeError, RunLock
 
     torch.set_num_threads(job.threads)
     t0 = time.perf_counter()
-    if job.side == "mtrl":
-        with tempfile.TemporaryDirectory() as d:
-            curve = _run_mtrl(job, Path(d) / "run")
-    elif job.side == "sb3":
-        curve = _run_sb3(job)
-    else:
+    if job.side not in ("mtrl", "sb3"):
         raise ValueError(job.side)
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            d = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            d = job_dir(work_dir, job)
+            try:
+                stack.enter_context(RunLock(d))
+            except ResumeError as e:  # in use by another process, or not a directory
+                raise SystemExit(f"sac_vs_sb3_learning: {e}") from None
+        if job.side == "mtrl":
+            curve, step = _run_mtrl(job, d / "run", resumable=work_dir is not None)
+            resumed_at = _mtrl_resumes(d, step)
+        else:
+            curve, resumed_at = _run_sb3(job, d / "sb3" if work_dir is not None else None)
     return {
         "key": job.key(),
         "job": asdict(job),
@@ -239,23 +425,42 @@ def run_job(job: Job) -> dict[str, Any]:
         "task_success": {str(k): v[2] for k, v in sorted(curve.items())},
         "minutes": (time.perf_counter() - t0) / 60,
         "torch": torch.__version__,
+        **({"resumed_at": resumed_at} if resumed_at else {}),
     }
 
 
-def run_jobs(todo: list[Job], jobs: int, done: Any) -> None:
+def _mtrl_resumes(d: Path, step: int | None) -> list[int]:
+    """The env steps an mtrl run resumed at, kept in ``d/resumed_at.json`` across resumes."""
+    path = d / "resumed_at.json"
+    try:
+        steps = [int(s) for s in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        steps = []
+    if step is not None and step not in steps:
+        steps.append(step)
+        path.write_text(json.dumps(steps))
+    return steps
+
+
+def run_jobs(todo: list[Job], jobs: int, done: Any, work_dir: Path | None = None) -> None:
     """Run ``todo``, ``jobs`` processes at once (spawned); ``done(job, result)`` as each ends,
-    after printing its curve."""
+    after printing its curve (it is expected to store the result: the run's directory under
+    ``work_dir`` is deleted after it returns)."""
     if not todo:
         return
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
-        futures = {ex.submit(run_job, j): j for j in todo}
+        futures = {ex.submit(run_job, j, work_dir): j for j in todo}
         for fut in as_completed(futures):
             j = futures[fut]
             res = fut.result()
             curve = " ".join(f"{k}:{v:.2f}" for k, v in res["success"].items())
-            print(f"{j.side} {j.task} seed {j.seed}: {curve} ({res['minutes']:.1f} min)",
-                  flush=True)
+            resumed = (f", resumed at {', '.join(map(str, res['resumed_at']))}"
+                       if res.get("resumed_at") else "")
+            print(f"{j.side} {j.task} seed {j.seed}: {curve} ({res['minutes']:.1f} min"
+                  f"{resumed})", flush=True)
             done(j, res)
+            if work_dir is not None:
+                shutil.rmtree(job_dir(work_dir, j), ignore_errors=True)
 
 
 def summarize(results: list[dict[str, Any]], task: str) -> dict[str, Any]:
@@ -345,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
                         "), part of the run's key: write such runs to their own --json")
     p.add_argument("--json", type=Path, default=None,
                    help="append results here; runs already in it are skipped")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="save each run's state here at every evaluation and continue from it "
+                        "when started again (default: runs are not resumable)")
     args = p.parse_args(argv)
     if args.task not in STANDARD:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
@@ -378,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         save()
 
-    run_jobs(todo, args.jobs, done_one)
+    run_jobs(todo, args.jobs, done_one, args.work_dir)
     summary = summarize([r for r in results if r["key"] in wanted], args.task)
     save()
     print_summary(summary)
