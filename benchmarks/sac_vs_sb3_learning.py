@@ -98,13 +98,13 @@ Curve = dict[int, tuple[float, float, dict[str, float]]]
 """env step → (mean success, mean return, success per task)."""
 
 
-def _run_mtrl(job: Job, run_dir: Path, resumable: bool) -> tuple[Curve, int | None]:
+def _run_mtrl(job: Job, run_dir: Path, resumable: bool) -> tuple[Curve, list[int]]:
     """Train and evaluate ``job`` in ``run_dir``; with ``resumable``, checkpoint at every
     evaluation and continue from the last checkpoint in ``run_dir`` if there is one. Returns the
-    curve and the env step it resumed at (None: started afresh)."""
+    curve and the env steps the run resumed at (the ``resumes`` of its metadata)."""
     from mtrl import config as C
-    from mtrl.checkpoint import CheckpointManager
     from mtrl.presets import get_preset
+    from mtrl.rundir import RunDir
     from mtrl.runner import train
 
     cfg = get_preset("mt10-mtsac")
@@ -125,18 +125,21 @@ def _run_mtrl(job: Job, run_dir: Path, resumable: bool) -> tuple[Curve, int | No
     for item in job.overrides:  # an elimination experiment: one setting changed
         key, _, value = item.partition("=")
         C.set_override(cfg, key, value)
-    last = CheckpointManager(run_dir / "checkpoints").latest() if resumable else None
+    run = RunDir(run_dir)
+    last = run.checkpoints().latest() if resumable else None
     if last is None and run_dir.exists():
         # Stopped before its first checkpoint: keep what it wrote, start a new run beside it.
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.no-checkpoint-{time.time_ns()}"))
     train(cfg, run_dir, resume=last is not None)
-    return _mtrl_curve(run_dir), (last.step if last is not None else None)
+    return _mtrl_curve(run_dir), [int(r["env_steps"]) for r in run.metadata().get("resumes", [])]
 
 
 def _mtrl_curve(run_dir: Path) -> Curve:
     """The evaluations an mtrl run has written so far."""
+    from mtrl.rundir import RunDir
+
     curve: Curve = {}
-    for f in sorted((run_dir / "eval").glob("step_*.json")):
+    for f in sorted(RunDir(run_dir).eval_dir.glob("step_*.json")):
         d = json.loads(f.read_text())
         per_task = {t: float(v["success"]) for t, v in d["tasks"].items()}
         curve[int(d["step"])] = (float(d["success_mean"]), float(d["return_mean"]), per_task)
@@ -151,13 +154,10 @@ def progress(work_dir: Path, job: Job) -> dict[int, float]:
         if job.side == "mtrl":
             curve = _mtrl_curve(d / "run")
         else:
-            import torch
-
             latest = _SB3State(d / "sb3").latest()
             if latest is None:
                 return {}
-            saved = json.loads(torch.load(latest / "state.pt", weights_only=True)["curve"])
-            curve = {int(k): tuple(v) for k, v in saved.items()}
+            curve = _SB3State.read(latest)[1]
     except (OSError, ValueError, KeyError, TypeError, RuntimeError,
             pickle.UnpicklingError) as e:
         print(f"warning: progress of {d} unreadable ({type(e).__name__}: {e})",
@@ -278,6 +278,15 @@ class _SB3State:
         if previous is not None and previous != final:
             shutil.rmtree(previous)
 
+    @staticmethod
+    def read(path: Path) -> tuple[dict[str, Any], Curve]:
+        """The saved state at ``path`` and the curve it holds."""
+        import torch
+
+        st = torch.load(path / "state.pt", weights_only=True)
+        curve = {int(k): (v[0], v[1], v[2]) for k, v in json.loads(st["curve"]).items()}
+        return st, curve
+
     def load(self, model: Any, path: Path) -> tuple[Curve, list[int]]:
         """Restore ``model`` (built as for a fresh run) from ``path``; the curve so far and
         the steps of earlier resumes."""
@@ -286,7 +295,7 @@ class _SB3State:
         from mtrl.seeding import set_rng_state
 
         try:
-            st = torch.load(path / "state.pt", weights_only=True)
+            st, curve = self.read(path)
             with np.load(path / "replay.npz", allow_pickle=False) as z:
                 arrays = {k: z[k] for k in (*_SB3_BUFFER, "pos", "full")}
             model.policy.load_state_dict(st["policy"])
@@ -303,7 +312,6 @@ class _SB3State:
             model._n_updates = int(st["n_updates"])
             model._episode_num = int(st["episode_num"])
             set_rng_state(st["rng"])
-            curve = {int(k): (v[0], v[1], v[2]) for k, v in json.loads(st["curve"]).items()}
             return curve, [int(s) for s in st["resumed_at"]]
         except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError,
                 AttributeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
@@ -413,8 +421,7 @@ def run_job(job: Job, work_dir: Path | None = None) -> dict[str, Any]:
             except ResumeError as e:  # in use by another process, or not a directory
                 raise SystemExit(f"sac_vs_sb3_learning: {e}") from None
         if job.side == "mtrl":
-            curve, step = _run_mtrl(job, d / "run", resumable=work_dir is not None)
-            resumed_at = _mtrl_resumes(d, step)
+            curve, resumed_at = _run_mtrl(job, d / "run", resumable=work_dir is not None)
         else:
             curve, resumed_at = _run_sb3(job, d / "sb3" if work_dir is not None else None)
     return {
@@ -427,19 +434,6 @@ def run_job(job: Job, work_dir: Path | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         **({"resumed_at": resumed_at} if resumed_at else {}),
     }
-
-
-def _mtrl_resumes(d: Path, step: int | None) -> list[int]:
-    """The env steps an mtrl run resumed at, kept in ``d/resumed_at.json`` across resumes."""
-    path = d / "resumed_at.json"
-    try:
-        steps = [int(s) for s in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError):
-        steps = []
-    if step is not None and step not in steps:
-        steps.append(step)
-        path.write_text(json.dumps(steps))
-    return steps
 
 
 def run_jobs(todo: list[Job], jobs: int, done: Any, work_dir: Path | None = None) -> None:

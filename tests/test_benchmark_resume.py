@@ -110,9 +110,9 @@ def test_sb3_state_refuses_a_bad_latest_file(bench, tmp_path):
 
 def _saved_step(bench, side: str, d: Path) -> int | None:
     if side == "mtrl":
-        from mtrl.checkpoint import CheckpointManager
+        from mtrl.rundir import RunDir
 
-        last = CheckpointManager(d / "run" / "checkpoints").latest()
+        last = RunDir(d / "run").checkpoints().latest()
         return None if last is None else last.step
     latest = bench._SB3State(d / "sb3").latest()
     return None if latest is None else int(latest.name.split("-")[1])
