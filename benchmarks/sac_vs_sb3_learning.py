@@ -98,10 +98,11 @@ Curve = dict[int, tuple[float, float, dict[str, float]]]
 """env step → (mean success, mean return, success per task)."""
 
 
-def _run_mtrl(job: Job, run_dir: Path, resumable: bool) -> tuple[Curve, list[int]]:
+def _run_mtrl(job: Job, run_dir: Path, resumable: bool) -> tuple[Curve, list[int], float]:
     """Train and evaluate ``job`` in ``run_dir``; with ``resumable``, checkpoint at every
     evaluation and continue from the last checkpoint in ``run_dir`` if there is one. Returns the
-    curve and the env steps the run resumed at (the ``resumes`` of its metadata)."""
+    curve, the env steps the run resumed at (the ``resumes`` of its metadata) and its training
+    seconds over all its processes."""
     from mtrl import config as C
     from mtrl.presets import get_preset
     from mtrl.rundir import RunDir
@@ -130,8 +131,9 @@ def _run_mtrl(job: Job, run_dir: Path, resumable: bool) -> tuple[Curve, list[int
     if last is None and run_dir.exists():
         # Stopped before its first checkpoint: keep what it wrote, start a new run beside it.
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.no-checkpoint-{time.time_ns()}"))
-    train(cfg, run_dir, resume=last is not None)
-    return _mtrl_curve(run_dir), [int(r["env_steps"]) for r in run.metadata().get("resumes", [])]
+    result = train(cfg, run_dir, resume=last is not None)
+    resumes = [int(r["env_steps"]) for r in run.metadata().get("resumes", [])]
+    return _mtrl_curve(run_dir), resumes, result.seconds
 
 
 def _mtrl_curve(run_dir: Path) -> Curve:
@@ -244,7 +246,7 @@ class _SB3State:
                              f"state ({name[:80]!r}); move {self.dir} away to start afresh")
         return path
 
-    def save(self, model: Any, curve: Curve, resumed_at: list[int]) -> None:
+    def save(self, model: Any, curve: Curve, resumed_at: list[int], seconds: float) -> None:
         import torch
 
         from mtrl.seeding import rng_state
@@ -268,6 +270,7 @@ class _SB3State:
             "rng": rng_state(),
             "curve": json.dumps({str(k): v for k, v in curve.items()}),
             "resumed_at": list(resumed_at),
+            "seconds": float(seconds),
         }, tmp / "state.pt")
         final = self.dir / f"ckpt-{step}"
         shutil.rmtree(final, ignore_errors=True)
@@ -287,9 +290,9 @@ class _SB3State:
         curve = {int(k): (v[0], v[1], v[2]) for k, v in json.loads(st["curve"]).items()}
         return st, curve
 
-    def load(self, model: Any, path: Path) -> tuple[Curve, list[int]]:
-        """Restore ``model`` (built as for a fresh run) from ``path``; the curve so far and
-        the steps of earlier resumes."""
+    def load(self, model: Any, path: Path) -> tuple[Curve, list[int], float]:
+        """Restore ``model`` (built as for a fresh run) from ``path``; the curve so far, the
+        steps of earlier resumes and the training seconds up to the save."""
         import torch
 
         from mtrl.seeding import set_rng_state
@@ -312,7 +315,7 @@ class _SB3State:
             model._n_updates = int(st["n_updates"])
             model._episode_num = int(st["episode_num"])
             set_rng_state(st["rng"])
-            return curve, [int(s) for s in st["resumed_at"]]
+            return curve, [int(s) for s in st["resumed_at"]], float(st.get("seconds", 0.0))
         except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError,
                 AttributeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
             raise SystemExit(f"sac_vs_sb3_learning: cannot resume from {path}: "
@@ -320,10 +323,10 @@ class _SB3State:
                              "away to start afresh") from None
 
 
-def _run_sb3(job: Job, state_dir: Path | None) -> tuple[Curve, list[int]]:
+def _run_sb3(job: Job, state_dir: Path | None) -> tuple[Curve, list[int], float]:
     """Train and evaluate ``job`` with stable-baselines3; with ``state_dir``, save the run at
-    every evaluation and continue from the last save there. Returns the curve and the env
-    steps the run resumed at."""
+    every evaluation and continue from the last save there. Returns the curve, the env steps
+    the run resumed at and its training seconds over all its processes."""
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* ids)
     from stable_baselines3 import SAC
@@ -350,10 +353,11 @@ def _run_sb3(job: Job, state_dir: Path | None) -> tuple[Curve, list[int]]:
     n_envs = model.n_envs
     curve: Curve = {}
     resumed_at: list[int] = []
+    seconds_before = 0.0
     saver = _SB3State(state_dir) if state_dir is not None else None
     last = saver.latest() if saver is not None else None
     if saver is not None and last is not None:
-        curve, resumed_at = saver.load(model, last)
+        curve, resumed_at, seconds_before = saver.load(model, last)
         resumed_at.append(model.num_timesteps)
         # Start new episodes (the save was at an episode boundary) from seeds of their own.
         model.env.seed(derive_seed(job.seed, f"resume{model.num_timesteps}") % 2**31)
@@ -388,15 +392,17 @@ def _run_sb3(job: Job, state_dir: Path | None) -> tuple[Curve, list[int]]:
         def _on_rollout_start(self) -> None:
             # After the step that evaluated: its transition is stored and its update done.
             if self.save_due and saver is not None:
-                saver.save(model, curve, resumed_at)
+                saver.save(model, curve, resumed_at,
+                           seconds_before + time.perf_counter() - t_start)
                 self.save_due = False
 
+    t_start = time.perf_counter()
     model.learn(job.steps - model.num_timesteps, callback=Callback(),
                 reset_num_timesteps=not resumed_at)
     run_eval(model.num_timesteps)
     eval_env.close()
     env.close()
-    return curve, resumed_at
+    return curve, resumed_at, seconds_before + time.perf_counter() - t_start
 
 
 def run_job(job: Job, work_dir: Path | None = None) -> dict[str, Any]:
@@ -408,7 +414,6 @@ def run_job(job: Job, work_dir: Path | None = None) -> dict[str, Any]:
     from mtrl.rundir import ResumeError, RunLock
 
     torch.set_num_threads(job.threads)
-    t0 = time.perf_counter()
     if job.side not in ("mtrl", "sb3"):
         raise ValueError(job.side)
     with contextlib.ExitStack() as stack:
@@ -421,16 +426,19 @@ def run_job(job: Job, work_dir: Path | None = None) -> dict[str, Any]:
             except ResumeError as e:  # in use by another process, or not a directory
                 raise SystemExit(f"sac_vs_sb3_learning: {e}") from None
         if job.side == "mtrl":
-            curve, resumed_at = _run_mtrl(job, d / "run", resumable=work_dir is not None)
+            curve, resumed_at, seconds = _run_mtrl(job, d / "run",
+                                                   resumable=work_dir is not None)
         else:
-            curve, resumed_at = _run_sb3(job, d / "sb3" if work_dir is not None else None)
+            curve, resumed_at, seconds = _run_sb3(job, d / "sb3" if work_dir is not None
+                                                  else None)
     return {
         "key": job.key(),
         "job": asdict(job),
         "success": {str(k): v[0] for k, v in sorted(curve.items())},
         "return": {str(k): v[1] for k, v in sorted(curve.items())},
         "task_success": {str(k): v[2] for k, v in sorted(curve.items())},
-        "minutes": (time.perf_counter() - t0) / 60,
+        # Training and evaluation, over all of the run's processes (each up to its last save).
+        "minutes": seconds / 60,
         "torch": torch.__version__,
         **({"resumed_at": resumed_at} if resumed_at else {}),
     }

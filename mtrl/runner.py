@@ -72,6 +72,9 @@ class TrainResult:
     interrupted: bool
     last_checkpoint: Path | None
     final_eval: EvalResult | None
+    #: Wall-clock seconds of training that produced this run: this process's, plus those of
+    #: earlier processes up to the checkpoint it resumed from.
+    seconds: float = 0.0
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -159,6 +162,8 @@ class Trainer:
         replay_path: Path | None = None
         self.resumed_from: Path | None = None
         self.resumed_step: int | None = None
+        self.seconds_before = 0.0  # training time of earlier processes (a resumed run)
+        self._t_start: float | None = None
         if self.resume:
             resume_state, replay_path, self.resumed_from = self._read_resume(checkpoint)
             self.resumed_step = int(resume_state["loop"]["env_steps"])
@@ -269,6 +274,7 @@ class Trainer:
         self.vec_step = int(loop["vec_step"])
         self.updates = int(loop["updates"])
         self.episodes = int(loop["episodes"])
+        self.seconds_before = float(state.get("seconds", 0.0))  # absent in older checkpoints
         # The data path's state (behaviour RNG); checkpoints of mtrl <= 0.1 kept it at the top.
         path_state = state.get("data_path")
         if path_state is None and "warmup_rng" in state:
@@ -305,12 +311,20 @@ class Trainer:
                 "updates": self.updates,
                 "episodes": self.episodes,
             },
+            # Not in "loop": seeded runs have identical loops, never identical clocks.
+            "seconds": self.seconds(),
             "data_path": self.path.state_dict(),
             "rng": rng_state(),
             "collector": collector_state,
             "config": C.to_dict(self.cfg),
             "task_names": list(self.task_names),
         }
+
+    def seconds(self) -> float:
+        """Wall-clock seconds of training up to now, over every process of this run (an earlier
+        process counts up to the checkpoint this one resumed from)."""
+        now = 0.0 if self._t_start is None else time.perf_counter() - self._t_start
+        return self.seconds_before + now
 
     @property
     def env_steps(self) -> int:
@@ -388,6 +402,7 @@ class Trainer:
         if not self.collector.started:
             self.collector.reset(seed=cfg.seed)
         start_steps, t_start = self.env_steps, time.perf_counter()
+        self._t_start = t_start
         total = max(total_vec, self.vec_step) * self.num_envs
         self.text.line(
             f"{'resume' if self.resume else 'start'}: {cfg.preset or cfg.env.name} "
@@ -474,9 +489,12 @@ class Trainer:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
+        total_time = (f" ({format_duration(self.seconds())} over all its processes)"
+                      if self.resume else "")
         self.text.line(
             f"{'interrupted' if interrupted else 'done'} at env step {self.env_steps:,} after "
-            f"{format_duration(time.perf_counter() - t_start)}; checkpoint {last_ckpt}")
+            f"{format_duration(time.perf_counter() - t_start)}{total_time}; checkpoint "
+            f"{last_ckpt}")
         if interrupted:
             print(
                 f"\ninterrupted at env step {self.env_steps}: checkpoint saved to {last_ckpt}\n"
@@ -484,7 +502,7 @@ class Trainer:
                 file=sys.stderr,
             )
         return TrainResult(self.run_dir, self.env_steps, self.updates, interrupted, last_ckpt,
-                           final_eval)
+                           final_eval, self.seconds())
 
     def _progress_line(self, sps: float, ups: float, total: int, start_steps: int,
                        t_start: float) -> None:

@@ -54,16 +54,16 @@ def test_sb3_state_round_trip_continues_exactly(bench, tmp_path):
     model.learn(300)
     curve = {200: (0.5, 10.0, {"t": 0.5})}
     saver = bench._SB3State(tmp_path / "sb3")
-    saver.save(model, curve, [100])
+    saver.save(model, curve, [100], 12.5)
     assert (tmp_path / "sb3" / "latest").read_text() == "ckpt-300"
     saved_rng = rng_state()
 
     fresh = _small_sac(1)  # another seed: everything must come from the save
-    got_curve, resumed = saver.load(fresh, saver.latest())
+    got_curve, resumed, seconds = saver.load(fresh, saver.latest())
     restored_rng = rng_state()
     assert torch.equal(restored_rng["torch"], saved_rng["torch"])
     assert torch.equal(restored_rng["numpy"]["keys"], saved_rng["numpy"]["keys"])
-    assert got_curve == curve and resumed == [100]
+    assert got_curve == curve and resumed == [100] and seconds == 12.5
     assert (fresh.num_timesteps, fresh._n_updates, fresh._episode_num) == \
         (model.num_timesteps, model._n_updates, model._episode_num) == (300, 200, 1)
     n = model.replay_buffer.pos
@@ -92,7 +92,7 @@ def test_sb3_state_round_trip_continues_exactly(bench, tmp_path):
 
     # A newer save replaces the older one; nothing else is left behind.
     model.learn(100, reset_num_timesteps=False)
-    saver.save(model, curve, [100])
+    saver.save(model, curve, [100], 13.0)
     assert sorted(p.name for p in (tmp_path / "sb3").iterdir()) == ["ckpt-400", "latest"]
 
 
@@ -106,6 +106,17 @@ def test_sb3_state_refuses_a_bad_latest_file(bench, tmp_path):
     (tmp_path / "ckpt-5" / "replay.npz").write_bytes(b"")
     with pytest.raises(SystemExit, match=r"cannot resume from .*ckpt-5"):
         bench._SB3State(tmp_path).load(_small_sac(0), tmp_path / "ckpt-5")
+
+
+def _saved_seconds(bench, side: str, d: Path) -> float:
+    """The training seconds the run's newest save holds."""
+    if side == "mtrl":
+        from mtrl.checkpoint import load_file
+        from mtrl.rundir import RunDir
+
+        return float(load_file(RunDir(d / "run").checkpoints().latest().path)["seconds"])
+    st, _ = bench._SB3State.read(bench._SB3State(d / "sb3").latest())
+    return float(st["seconds"])
 
 
 def _saved_step(bench, side: str, d: Path) -> int | None:
@@ -147,7 +158,12 @@ def test_killed_run_resumes_from_its_last_evaluation(bench, tmp_path, side):
     assert step in (500, 1000)
     so_far = bench.progress(work, job)
     assert set(so_far) >= {500, step} and all(0.0 <= v <= 1.0 for v in so_far.values())
+    before = _saved_seconds(bench, side, d)
+    t0 = time.perf_counter()
     res = bench.run_job(job, work)
+    took = time.perf_counter() - t0
     assert res["resumed_at"] == [step]
+    # Its time counts both processes: the killed one's up to its save, and this one's.
+    assert 0 < before < res["minutes"] * 60 < before + took
     assert sorted(int(k) for k in res["success"]) == [500, 1000, 1500]
     json.dumps(res)  # goes into the results file

@@ -15,7 +15,7 @@ import torch
 from conftest import tiny_toy_config
 
 import mtrl.runner as runner
-from mtrl.checkpoint import CheckpointManager, load_file, load_tensors
+from mtrl.checkpoint import CheckpointManager, load_file, load_tensors, read_manifest, save_file
 from mtrl.runner import NonFiniteLossError, ResumeError, train
 
 
@@ -52,9 +52,19 @@ def test_two_runs_with_one_seed_are_identical(tmp_path):
 def test_resume_equals_uninterrupted_run(tmp_path):
     full = train(tiny_toy_config(), tmp_path / "full")
     assert full.env_steps == 800
-    train(tiny_toy_config(total_steps=400), tmp_path / "part")
+    first = train(tiny_toy_config(total_steps=400), tmp_path / "part")
+    ckpt = CheckpointManager(tmp_path / "part/checkpoints").latest().path
+    saved = load_file(ckpt)
+    assert 0 < saved["seconds"] <= first.seconds  # training time up to the checkpoint
+    # Pretend the first process trained for 1000 s: the resumed run's time adds up from there.
+    meta = {k: v for k, v in read_manifest(ckpt).items() if k in ("kind", "step", "replay_file")}
+    save_file({**saved, "seconds": 1000.0}, ckpt, **meta)
+    t0 = time.perf_counter()
     resumed = train(tiny_toy_config(), tmp_path / "part", resume=True)
+    took = time.perf_counter() - t0
     assert resumed.env_steps == 800
+    assert 1000.0 < resumed.seconds < 1000.0 + took
+    assert 1000.0 < _final_state(tmp_path / "part")["seconds"] <= resumed.seconds
     a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "part")
     _assert_same_tensors(a["agent"], b["agent"])
     _assert_same_tensors(a["rng"], b["rng"])
