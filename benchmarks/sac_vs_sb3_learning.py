@@ -335,6 +335,7 @@ def _run_sb3(job: Job, state_dir: Path | None) -> tuple[Curve, list[int], float]
     from mtrl.envs import make_env
     from mtrl.envs.metaworld import EPISODE_LENGTH, REWARD_VERSION
     from mtrl.evaluation import evaluate
+    from mtrl.logging import format_duration
     from mtrl.seeding import derive_seed
 
     common = {"reward_function_version": REWARD_VERSION, "max_episode_steps": EPISODE_LENGTH}
@@ -375,18 +376,31 @@ def _run_sb3(job: Job, state_dir: Path | None) -> tuple[Curve, list[int], float]
         r = evaluate(Adapter(), eval_env, job.eval_episodes,
                      seed=derive_seed(job.seed, "eval"))
         curve[step] = (r.success_mean, r.return_mean, {t: r.success[t] for t in r.task_names})
-        # The SB3 side logs nothing else: show that a long run is progressing.
+        # SB3 logs nothing of its own here: the benchmark prints its evaluations and progress.
         print(f"sb3 {job.task} seed {job.seed}: step {step:,} success {r.success_mean:.2f}",
               flush=True)
+
+    # Between evaluations, a progress line as often as mtrl's log (5 per evaluation period).
+    report_every = max(1, job.eval_every // 5)
+    steps_at_start = model.num_timesteps
+
+    def crossed(n: int, every: int) -> bool:
+        return n // every != (n - n_envs) // every
 
     class Callback(BaseCallback):
         save_due = False
 
         def _on_step(self) -> bool:
             n = self.num_timesteps
-            if n // job.eval_every != (n - n_envs) // job.eval_every and n < job.steps:
+            if crossed(n, job.eval_every) and n < job.steps:
                 run_eval(n)
                 self.save_due = saver is not None
+            elif crossed(n, report_every) and n < job.steps:
+                took = time.perf_counter() - t_start
+                sps = (n - steps_at_start) / max(took, 1e-9)
+                print(f"sb3 {job.task} seed {job.seed}: step {n:,}/{job.steps:,}  "
+                      f"{sps:.0f} steps/s  ETA {format_duration((job.steps - n) / sps)}",
+                      flush=True)
             return True
 
         def _on_rollout_start(self) -> None:

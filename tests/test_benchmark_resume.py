@@ -4,6 +4,7 @@ and a run stopped (kill -9) continues from its last save."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -130,10 +131,11 @@ def _saved_step(bench, side: str, d: Path) -> int | None:
 
 
 @pytest.mark.parametrize("side", ["mtrl", "sb3"])
-def test_killed_run_resumes_from_its_last_evaluation(bench, tmp_path, side):
+def test_killed_run_resumes_from_its_last_evaluation(bench, tmp_path, side, capsys):
     """A real run process is killed (SIGKILL) after its first save; while it ran, a second
     writer was refused; started again, the run continues from the save, evaluates at every
-    step of the plan once, and records where it resumed."""
+    step of the plan once, and records where it resumed. Between evaluations the SB3 side
+    prints its progress as often as mtrl's log does (5 lines per evaluation period)."""
     job = bench.Job(side, "reach-v3", 0, steps=1500, warmup=500, batch_size=32, eval_every=500,
                 eval_episodes=1, threads=1)
     work = tmp_path / "work"
@@ -160,8 +162,14 @@ def test_killed_run_resumes_from_its_last_evaluation(bench, tmp_path, side):
     assert set(so_far) >= {500, step} and all(0.0 <= v <= 1.0 for v in so_far.values())
     before = _saved_seconds(bench, side, d)
     t0 = time.perf_counter()
+    capsys.readouterr()
     res = bench.run_job(job, work)
     took = time.perf_counter() - t0
+    if side == "sb3":
+        shown = [int(m.replace(",", "")) for m in
+                 re.findall(r"sb3 reach-v3 seed 0: step ([\d,]+)/1,500  \d+ steps/s  ETA ",
+                            capsys.readouterr().out)]
+        assert shown == [n for n in range(step + 100, 1500, 100) if n % 500]
     assert res["resumed_at"] == [step]
     # Its time counts both processes: the killed one's up to its save, and this one's.
     assert 0 < before < res["minutes"] * 60 < before + took
