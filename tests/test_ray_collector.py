@@ -707,7 +707,11 @@ def test_impala_trains_on_ray_runners_checkpoints_and_resumes(ray_session, tmp_p
 
 @pytest.mark.slow
 def test_toy_impala_learns_on_two_ray_runners(ray_session, tmp_path):
-    """The toy-impala preset as shipped, its 16 envs on two runners: >= 0.9 success."""
+    """The toy-impala preset, its 16 envs on two runners without prefetch (as its docstring
+    says to run it on Ray): >= 0.9 success. With prefetch, the one extra update of lag on
+    every unroll leaves goals unlearned on seed 0 (0.50): the same run with its learning rate
+    ~0 gives the same losses with and without prefetch, so the data is right and the lag is
+    what costs."""
     from mtrl.evaluation import evaluate_run
     from mtrl.runner import train
 
@@ -716,6 +720,7 @@ def test_toy_impala_learns_on_two_ray_runners(ray_session, tmp_path):
     cfg.log.progress_bar = False
     cfg.collector.name = "ray"
     cfg.collector.runners = 2
+    cfg.collector.prefetch = False
     train(cfg, tmp_path / "run")
     ev = evaluate_run(str(tmp_path / "run"))
     assert ev.result.success_mean >= 0.9, ev.result.table()
