@@ -380,7 +380,8 @@ def _run_sb3(job: Job, state_dir: Path | None) -> tuple[Curve, list[int], float]
         print(f"sb3 {job.task} seed {job.seed}: step {step:,} success {r.success_mean:.2f}",
               flush=True)
 
-    # Between evaluations, a progress line as often as mtrl's log (5 per evaluation period).
+    # Between evaluations, 5 progress lines per evaluation period (mtrl logs every
+    # max(1000, eval_every // 5) steps: the same at the budgets of the learning checks).
     report_every = max(1, job.eval_every // 5)
     steps_at_start = model.num_timesteps
 
